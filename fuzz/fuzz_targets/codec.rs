@@ -1,0 +1,7 @@
+//! Fuzz target `codec`: arbitrary bytes drive the codec harness in moor-tests, whose invariant
+//! checks panic on a violation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    moor_tests::codec::fuzz(data);
+});

@@ -1,0 +1,29 @@
+//! Benchmark scenarios. Each prints lines `name: value unit`, its headline figure last.
+
+pub mod multi_core;
+pub mod pool_scaling;
+pub mod prefork_sim;
+
+/// A scenario: its name on the command line, and the function that runs it.
+pub struct Scenario {
+    /// The name given on the command line.
+    pub name: &'static str,
+    /// Runs the scenario and prints its lines.
+    pub run: fn(),
+}
+
+/// Every scenario, in the order `bench all` runs them.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "pool-scaling",
+        run: pool_scaling::run,
+    },
+    Scenario {
+        name: "multi-core",
+        run: multi_core::run,
+    },
+    Scenario {
+        name: "prefork-sim",
+        run: prefork_sim::run,
+    },
+];

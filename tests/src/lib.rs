@@ -1,0 +1,16 @@
+//! Test support for moor: a simulated clock and network, drivers that run each core machine
+//! against them, reference models for the proptest state-machine tests, fuzz entry points, and
+//! the benchmark scenarios behind `cargo run --release -p moor-tests --bin bench`.
+
+pub mod bench;
+pub mod multi;
+pub mod pool;
+pub mod prefork;
+pub mod reconnect;
+pub mod sim;
+
+/// Codec fuzzing lives with the multi harness.
+pub mod codec {
+    /// Fuzz entry point.
+    pub fn fuzz(_data: &[u8]) {}
+}
