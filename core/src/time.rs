@@ -158,11 +158,6 @@ impl TimeGuard {
     pub(crate) fn advance(&mut self, now: Instant) -> bool {
         self.check(now).is_ok()
     }
-
-    /// The latest time seen.
-    pub(crate) fn last(&self) -> Instant {
-        self.last
-    }
 }
 
 #[cfg(test)]
@@ -199,7 +194,7 @@ mod tests {
                 last: Instant::from_secs(5)
             })
         );
-        assert_eq!(g.last(), Instant::from_secs(5));
+        assert_eq!(g.last, Instant::from_secs(5));
         assert!(!g.advance(Instant::from_secs(1)));
         assert!(g.advance(Instant::from_secs(5)));
     }

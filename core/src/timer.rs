@@ -45,6 +45,12 @@ impl<K: Ord + Copy> Timers<K> {
         self.set.remove(&(deadline, key))
     }
 
+    /// Whether `key` is armed at `deadline`.
+    #[must_use]
+    pub fn contains(&self, deadline: Instant, key: K) -> bool {
+        self.set.contains(&(deadline, key))
+    }
+
     /// The earliest deadline, if any.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -1,0 +1,763 @@
+//! Unit tests of the pool, one behaviour each. `moor-tests` adds the simulation, the reference
+//! model and proptest.
+
+use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::time::Duration;
+
+use super::*;
+
+fn key(port: u16) -> Endpoint {
+    Endpoint::new("http", "example.test", port)
+}
+
+fn other_host(port: u16) -> Endpoint {
+    Endpoint::new("http", "other.test", port)
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+fn secs(s: u64) -> Instant {
+    Instant::from_secs(s)
+}
+
+struct Harness {
+    pool: Pool<Endpoint>,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        Harness {
+            pool: Pool::new(config).unwrap(),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Output<Endpoint>> {
+        let mut out = Vec::new();
+        while let Some(o) = self.pool.poll_output() {
+            out.push(o);
+        }
+        self.pool.check_invariants();
+        out
+    }
+
+    /// Checkout and answer resolve/connect at once; returns the acquired conn.
+    fn fresh(&mut self, now: Instant, token: u64, k: Endpoint) -> ConnId {
+        self.pool
+            .handle_checkout(now, Token(token), k.clone(), None)
+            .unwrap();
+        loop {
+            let out = self.drain();
+            let mut progressed = false;
+            for o in out {
+                match o {
+                    Output::Resolve { host } => {
+                        self.pool.handle_resolved(now, &host, Ok(&[ip(1)])).unwrap();
+                        progressed = true;
+                    }
+                    Output::Connect { conn, .. } => {
+                        self.pool.handle_connected(now, conn).unwrap();
+                        progressed = true;
+                    }
+                    Output::Acquired {
+                        token: t,
+                        conn,
+                        from_cache,
+                    } => {
+                        assert_eq!(t, Token(token));
+                        assert_eq!(from_cache, FromCache::Fresh);
+                        return conn;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert!(progressed, "fresh checkout stalled");
+        }
+    }
+}
+
+fn acquired(out: &[Output<Endpoint>]) -> Vec<(Token, ConnId, FromCache)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Acquired {
+                token,
+                conn,
+                from_cache,
+            } => Some((*token, *conn, *from_cache)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed(out: &[Output<Endpoint>]) -> Vec<(Token, CheckoutError)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::CheckoutFailed { token, error } => Some((*token, *error)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn connects(out: &[Output<Endpoint>]) -> Vec<(ConnId, SocketAddr)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Connect { conn, addr, .. } => Some((*conn, *addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(out: &[Output<Endpoint>]) -> Vec<(ConnId, CloseReason)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Close { conn, reason } => Some((*conn, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn defaults_are_the_seeds() {
+    let c = Config::default();
+    assert_eq!((c.max_per_key, c.max_open), (4, 128));
+    assert_eq!(c.idle_timeout, Duration::from_secs(15));
+    assert_eq!(c.request_timeout, Duration::from_secs(120));
+    assert_eq!(c.reuse, Reuse::Lifo);
+}
+
+#[test]
+fn invalid_config_is_an_error() {
+    for (config, field) in [
+        (
+            Config {
+                max_per_key: 0,
+                ..Config::default()
+            },
+            "max_per_key",
+        ),
+        (
+            Config {
+                max_open: 0,
+                ..Config::default()
+            },
+            "max_open",
+        ),
+        (
+            Config {
+                max_waiters: 0,
+                ..Config::default()
+            },
+            "max_waiters",
+        ),
+        (
+            Config {
+                idle_timeout: Duration::ZERO,
+                ..Config::default()
+            },
+            "idle_timeout",
+        ),
+        (
+            Config {
+                request_timeout: Duration::ZERO,
+                ..Config::default()
+            },
+            "request_timeout",
+        ),
+        (
+            Config {
+                connect_timeout: Duration::ZERO,
+                ..Config::default()
+            },
+            "connect_timeout",
+        ),
+        (
+            Config {
+                max_lifetime: Some(Duration::ZERO),
+                ..Config::default()
+            },
+            "max_lifetime",
+        ),
+    ] {
+        assert_eq!(
+            Pool::<Endpoint>::new(config).unwrap_err(),
+            ConfigError::Zero { field }
+        );
+    }
+    let err = Pool::<Endpoint>::new(Config {
+        max_per_key: 5,
+        max_open: 4,
+        ..Config::default()
+    })
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::Conflict {
+            field: "max_per_key",
+            ..
+        }
+    ));
+    assert!(alloc::format!("{err}").contains("max_per_key"));
+}
+
+#[test]
+fn fresh_then_free_then_immediate_reuse() {
+    let mut h = Harness::new(Config::default());
+    let conn = h.fresh(secs(0), 1, key(80));
+    assert_eq!(h.pool.stats().total.leased, 1);
+    h.pool.handle_checkin(secs(1), conn, true).unwrap();
+    assert_eq!(h.drain(), []);
+    assert_eq!(h.pool.key_stats(&key(80)).idle, 1);
+    h.pool
+        .handle_checkout(secs(2), Token(2), key(80), None)
+        .unwrap();
+    assert_eq!(
+        acquired(&h.drain()),
+        [(Token(2), conn, FromCache::Immediate)]
+    );
+    let c = h.pool.stats().counters;
+    assert_eq!((c.fresh, c.immediate, c.deferred), (1, 1, 0));
+}
+
+#[test]
+fn a_waiter_gets_a_released_connection_deferred() {
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        ..Config::default()
+    });
+    let conn = h.fresh(secs(0), 1, key(80));
+    h.pool
+        .handle_checkout(secs(1), Token(2), key(80), None)
+        .unwrap();
+    assert_eq!(h.drain(), [], "at its cap the key queues the checkout");
+    assert_eq!(h.pool.stats().total.waiters, 1);
+    h.pool.handle_checkin(secs(2), conn, true).unwrap();
+    assert_eq!(
+        acquired(&h.drain()),
+        [(Token(2), conn, FromCache::Deferred)]
+    );
+    assert_eq!(h.pool.stats().counters.deferred, 1);
+}
+
+#[test]
+fn waiters_are_served_strictly_fifo() {
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        ..Config::default()
+    });
+    let conn = h.fresh(secs(0), 1, key(80));
+    for t in 2..=5 {
+        h.pool
+            .handle_checkout(secs(1), Token(t), key(80), None)
+            .unwrap();
+    }
+    h.pool.handle_cancel(secs(1), Token(3)).unwrap();
+    let mut order = Vec::new();
+    for step in 2..5 {
+        h.pool.handle_checkin(secs(step), conn, true).unwrap();
+        let got = acquired(&h.drain());
+        assert_eq!(got.len(), 1);
+        order.push(got[0].0);
+    }
+    assert_eq!(order, [Token(2), Token(4), Token(5)]);
+}
+
+#[test]
+fn cancelling_before_the_connection_exists_keeps_it_for_later() {
+    let mut h = Harness::new(Config::default());
+    h.pool
+        .handle_checkout(secs(0), Token(1), key(80), None)
+        .unwrap();
+    assert!(matches!(h.drain()[..], [Output::Resolve { .. }]));
+    h.pool.handle_cancel(secs(1), Token(1)).unwrap();
+    assert_eq!(h.pool.stats().counters.cancellations, 1);
+    h.pool
+        .handle_resolved(secs(1), &"example.test".into(), Ok(&[ip(1)]))
+        .unwrap();
+    let conn = connects(&h.drain())[0].0;
+    h.pool.handle_connected(secs(2), conn).unwrap();
+    assert_eq!(h.drain(), [], "a cancelled checkout gets no answer");
+    assert_eq!(h.pool.stats().total.idle, 1);
+    assert_eq!(
+        h.pool.handle_cancel(secs(2), Token(1)),
+        Err(UsageError::UnknownToken(Token(1)))
+    );
+    h.pool
+        .handle_checkout(secs(3), Token(2), key(80), None)
+        .unwrap();
+    assert_eq!(
+        acquired(&h.drain()),
+        [(Token(2), conn, FromCache::Immediate)]
+    );
+}
+
+#[test]
+fn idle_connections_expire_exactly_at_their_keep_alive_deadline() {
+    let mut h = Harness::new(Config::default());
+    let conn = h.fresh(secs(0), 1, key(80));
+    h.pool.handle_checkin(secs(10), conn, true).unwrap();
+    // Its timer may sit earlier (lazy re-arm) but it must not close early.
+    let deadline = secs(25);
+    let mut guard = 0;
+    while let Some(at) = h.pool.poll_timeout().filter(|&at| at < deadline) {
+        h.pool.handle_timeout(at);
+        assert_eq!(h.drain(), [], "closed before its deadline");
+        guard += 1;
+        assert!(guard < 4, "timer keeps firing early");
+    }
+    assert_eq!(h.pool.poll_timeout(), Some(deadline));
+    h.pool.handle_timeout(deadline);
+    assert_eq!(closes(&h.drain()), [(conn, CloseReason::IdleTimeout)]);
+    assert_eq!(h.pool.stats().total.open, 0);
+    assert_eq!(h.pool.stats().counters.idle_expired, 1);
+    assert_eq!(h.pool.poll_timeout(), None);
+}
+
+#[test]
+fn reuse_restarts_the_keep_alive_clock() {
+    let mut h = Harness::new(Config::default());
+    let conn = h.fresh(secs(0), 1, key(80));
+    h.pool.handle_checkin(secs(0), conn, true).unwrap();
+    h.pool
+        .handle_checkout(secs(14), Token(2), key(80), None)
+        .unwrap();
+    h.pool.handle_checkin(secs(14), conn, true).unwrap();
+    h.drain();
+    h.pool.handle_timeout(secs(15));
+    assert_eq!(h.drain(), []);
+    h.pool.handle_timeout(secs(29));
+    assert_eq!(closes(&h.drain()), [(conn, CloseReason::IdleTimeout)]);
+}
+
+#[test]
+fn request_timeout_covers_resolving() {
+    let mut h = Harness::new(Config {
+        request_timeout: Duration::from_secs(5),
+        ..Config::default()
+    });
+    h.pool
+        .handle_checkout(secs(0), Token(1), key(80), None)
+        .unwrap();
+    h.drain();
+    assert_eq!(h.pool.poll_timeout(), Some(secs(5)));
+    h.pool.handle_timeout(secs(4));
+    assert_eq!(h.drain(), []);
+    h.pool.handle_timeout(secs(5));
+    assert_eq!(failed(&h.drain()), [(Token(1), CheckoutError::TimedOut)]);
+    assert_eq!(h.pool.stats().counters.timeouts, 1);
+    // A per-checkout deadline wins over the configured one.
+    h.pool
+        .handle_checkout(secs(5), Token(2), key(81), Some(secs(6)))
+        .unwrap();
+    h.pool.handle_timeout(secs(6));
+    assert_eq!(failed(&h.drain()), [(Token(2), CheckoutError::TimedOut)]);
+}
+
+#[test]
+fn a_key_at_its_cap_does_not_block_other_keys() {
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        ..Config::default()
+    });
+    let _a = h.fresh(secs(0), 1, key(80));
+    h.pool
+        .handle_checkout(secs(0), Token(2), key(80), None)
+        .unwrap();
+    assert_eq!(h.drain(), []);
+    let b = h.fresh(secs(0), 3, key(81));
+    assert_ne!(b, _a);
+    assert_eq!(h.pool.key_stats(&key(80)).waiters, 1);
+}
+
+#[test]
+fn the_global_cap_evicts_the_least_recently_used_idle_connection() {
+    let mut h = Harness::new(Config {
+        max_per_key: 2,
+        max_open: 3,
+        ..Config::default()
+    });
+    let a = h.fresh(secs(0), 1, key(1));
+    let b = h.fresh(secs(0), 2, key(2));
+    let c = h.fresh(secs(0), 3, key(3));
+    h.pool.handle_checkin(secs(1), b, true).unwrap();
+    h.pool.handle_checkin(secs(2), a, true).unwrap();
+    h.pool.handle_checkin(secs(3), c, true).unwrap();
+    h.pool
+        .handle_checkout(secs(4), Token(4), key(4), None)
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(
+        closes(&out),
+        [(b, CloseReason::Evicted)],
+        "b was used least recently"
+    );
+    assert_eq!(h.pool.stats().counters.evictions, 1);
+    assert_eq!(h.pool.stats().total.open, 3);
+}
+
+#[test]
+fn at_the_global_cap_with_nothing_idle_a_key_waits_for_capacity() {
+    let mut h = Harness::new(Config {
+        max_per_key: 2,
+        max_open: 2,
+        ..Config::default()
+    });
+    let a = h.fresh(secs(0), 1, key(1));
+    let _b = h.fresh(secs(0), 2, key(1));
+    h.pool
+        .handle_checkout(secs(1), Token(3), key(2), None)
+        .unwrap();
+    assert_eq!(h.drain(), []);
+    // Checking `a` in: nobody waits for key 1, key 2 waits for room: `a` makes room.
+    h.pool.handle_checkin(secs(2), a, true).unwrap();
+    let out = h.drain();
+    assert_eq!(closes(&out), [(a, CloseReason::Evicted)]);
+    assert!(matches!(out.last(), Some(Output::Resolve { .. })));
+    assert_eq!(h.pool.stats().total.open, 2);
+}
+
+#[test]
+fn one_resolution_per_host_and_its_error_reaches_every_waiter() {
+    let mut h = Harness::new(Config::default());
+    h.pool
+        .handle_checkout(secs(0), Token(1), key(80), None)
+        .unwrap();
+    h.pool
+        .handle_checkout(secs(0), Token(2), key(80), None)
+        .unwrap();
+    h.pool
+        .handle_checkout(secs(0), Token(3), key(443), None)
+        .unwrap();
+    h.pool
+        .handle_checkout(secs(0), Token(4), other_host(80), None)
+        .unwrap();
+    let out = h.drain();
+    let resolves: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Resolve { .. }))
+        .collect();
+    assert_eq!(resolves.len(), 2, "one per host: {out:?}");
+    h.pool
+        .handle_resolved(secs(1), &"example.test".into(), Err(ResolveError::NotFound))
+        .unwrap();
+    let mut f = failed(&h.drain());
+    f.sort_by_key(|(t, _)| *t);
+    let e = CheckoutError::Resolve(ResolveError::NotFound);
+    assert_eq!(f, [(Token(1), e), (Token(2), e), (Token(3), e)]);
+    assert_eq!(
+        h.pool.stats().total.waiters,
+        1,
+        "the other host is unaffected"
+    );
+    assert!(matches!(
+        h.pool
+            .handle_resolved(secs(1), &"example.test".into(), Ok(&[ip(1)])),
+        Err(UsageError::WrongState { .. })
+    ));
+}
+
+#[test]
+fn a_resolver_that_never_answers_times_out() {
+    let mut h = Harness::new(Config {
+        connect_timeout: Duration::from_secs(3),
+        ..Config::default()
+    });
+    h.pool
+        .handle_checkout(secs(0), Token(1), key(80), None)
+        .unwrap();
+    h.drain();
+    h.pool.handle_timeout(secs(3));
+    assert_eq!(
+        failed(&h.drain()),
+        [(Token(1), CheckoutError::Resolve(ResolveError::TimedOut))]
+    );
+    assert_eq!(h.pool.stats().total.open, 0);
+}
+
+#[test]
+fn the_next_address_is_tried_when_a_connect_fails() {
+    let mut h = Harness::new(Config::default());
+    h.pool
+        .handle_checkout(secs(0), Token(1), key(80), None)
+        .unwrap();
+    h.drain();
+    h.pool
+        .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
+        .unwrap();
+    let [(conn, addr)] = connects(&h.drain())[..] else {
+        panic!()
+    };
+    assert_eq!(addr, SocketAddr::new(ip(1), 80));
+    h.pool
+        .handle_connect_failed(secs(1), conn, ConnectError::Refused)
+        .unwrap();
+    assert_eq!(connects(&h.drain()), [(conn, SocketAddr::new(ip(2), 80))]);
+    h.pool.handle_connected(secs(1), conn).unwrap();
+    assert_eq!(acquired(&h.drain()), [(Token(1), conn, FromCache::Fresh)]);
+}
+
+#[test]
+fn refusal_on_every_address_fails_all_waiters_with_the_real_cause() {
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        ..Config::default()
+    });
+    for t in 1..=3 {
+        h.pool
+            .handle_checkout(secs(0), Token(t), key(80), None)
+            .unwrap();
+    }
+    h.drain();
+    h.pool
+        .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1)]))
+        .unwrap();
+    let conn = connects(&h.drain())[0].0;
+    h.pool
+        .handle_connect_failed(secs(0), conn, ConnectError::Refused)
+        .unwrap();
+    let e = CheckoutError::Connect(ConnectError::Refused);
+    assert_eq!(
+        failed(&h.drain()),
+        [(Token(1), e), (Token(2), e), (Token(3), e)]
+    );
+    assert_eq!(h.pool.stats().counters.connect_failures, 1);
+    assert_eq!(h.pool.stats().total, Gauges::default());
+}
+
+#[test]
+fn a_connect_that_hangs_times_out_and_closes() {
+    let mut h = Harness::new(Config {
+        connect_timeout: Duration::from_secs(2),
+        ..Config::default()
+    });
+    h.pool
+        .handle_checkout(
+            secs(0),
+            Token(1),
+            Endpoint::new("http", "127.0.0.1", 9),
+            None,
+        )
+        .unwrap();
+    let out = h.drain();
+    let [(conn, addr)] = connects(&out)[..] else {
+        panic!("a literal IP skips resolving: {out:?}")
+    };
+    assert_eq!(addr, "127.0.0.1:9".parse().unwrap());
+    h.pool.handle_timeout(secs(2));
+    let out = h.drain();
+    assert_eq!(closes(&out), [(conn, CloseReason::ConnectTimedOut)]);
+    assert_eq!(
+        failed(&out),
+        [(Token(1), CheckoutError::Connect(ConnectError::TimedOut))]
+    );
+    assert_eq!(
+        h.pool.handle_connected(secs(3), conn),
+        Err(UsageError::UnknownConn(conn))
+    );
+}
+
+#[test]
+fn max_lifetime_closes_old_connections_instead_of_reusing_them() {
+    let mut h = Harness::new(Config {
+        max_lifetime: Some(Duration::from_secs(10)),
+        ..Config::default()
+    });
+    let conn = h.fresh(secs(0), 1, key(80));
+    h.pool.handle_checkin(secs(5), conn, true).unwrap();
+    h.pool.handle_timeout(secs(10));
+    assert_eq!(closes(&h.drain()), [(conn, CloseReason::MaxLifetime)]);
+    let conn = h.fresh(secs(10), 2, key(80));
+    h.pool.handle_checkin(secs(21), conn, true).unwrap();
+    assert_eq!(closes(&h.drain()), [(conn, CloseReason::MaxLifetime)]);
+}
+
+#[test]
+fn checkin_as_not_reusable_closes_and_serves_the_next_waiter_fresh() {
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        ..Config::default()
+    });
+    let conn = h.fresh(secs(0), 1, key(80));
+    h.pool
+        .handle_checkout(secs(0), Token(2), key(80), None)
+        .unwrap();
+    h.pool.handle_checkin(secs(1), conn, false).unwrap();
+    let out = h.drain();
+    assert_eq!(closes(&out), [(conn, CloseReason::Discarded)]);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Resolve { .. })),
+        "a replacement is opened"
+    );
+}
+
+#[test]
+fn an_idle_connection_closed_by_the_peer_is_dropped() {
+    let mut h = Harness::new(Config::default());
+    let conn = h.fresh(secs(0), 1, key(80));
+    assert!(matches!(
+        h.pool.handle_idle_closed(secs(0), conn),
+        Err(UsageError::WrongState { .. })
+    ));
+    h.pool.handle_checkin(secs(0), conn, true).unwrap();
+    h.pool.handle_idle_closed(secs(1), conn).unwrap();
+    assert_eq!(closes(&h.drain()), [(conn, CloseReason::PeerClosed)]);
+    let again = h.fresh(secs(2), 2, key(80));
+    assert_ne!(again, conn, "ids are never reused");
+}
+
+#[test]
+fn too_many_waiters_is_queue_full() {
+    let mut h = Harness::new(Config {
+        max_waiters: 2,
+        ..Config::default()
+    });
+    for t in 1..=3 {
+        h.pool
+            .handle_checkout(secs(0), Token(t), key(80), None)
+            .unwrap();
+    }
+    assert_eq!(failed(&h.drain()), [(Token(3), CheckoutError::QueueFull)]);
+}
+
+#[test]
+fn shutdown_answers_everyone_closes_everything_then_drains_once() {
+    let mut h = Harness::new(Config {
+        max_per_key: 2,
+        ..Config::default()
+    });
+    let leased = h.fresh(secs(0), 1, key(80));
+    let idle = h.fresh(secs(0), 2, key(81));
+    h.pool.handle_checkin(secs(0), idle, true).unwrap();
+    let _c = h.fresh(secs(0), 3, key(80));
+    h.pool
+        .handle_checkout(secs(0), Token(4), key(80), None)
+        .unwrap();
+    h.pool
+        .handle_checkout(secs(0), Token(5), key(82), None)
+        .unwrap();
+    h.drain();
+    h.pool.handle_shutdown(secs(1)).unwrap();
+    let out = h.drain();
+    assert_eq!(
+        failed(&out),
+        [
+            (Token(4), CheckoutError::Shutdown),
+            (Token(5), CheckoutError::Shutdown)
+        ]
+    );
+    assert!(closes(&out).contains(&(idle, CloseReason::Shutdown)));
+    assert!(
+        !out.contains(&Output::Drained),
+        "two connections are still leased"
+    );
+    assert_eq!(h.pool.state(), PoolState::Draining);
+    assert_eq!(
+        h.pool.handle_checkout(secs(1), Token(6), key(80), None),
+        Err(UsageError::ShutDown)
+    );
+    h.pool.handle_checkin(secs(2), leased, true).unwrap();
+    assert_eq!(
+        h.drain(),
+        [Output::Close {
+            conn: leased,
+            reason: CloseReason::Shutdown
+        }]
+    );
+    h.pool.handle_checkin(secs(2), _c, true).unwrap();
+    assert_eq!(
+        h.drain(),
+        [
+            Output::Close {
+                conn: _c,
+                reason: CloseReason::Shutdown
+            },
+            Output::Drained
+        ]
+    );
+    h.pool.handle_shutdown(secs(3)).unwrap();
+    assert_eq!(h.drain(), [], "Drained is emitted once");
+    assert_eq!(h.pool.state(), PoolState::Drained);
+    assert_eq!(h.pool.poll_timeout(), None);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        ..Config::default()
+    });
+    let conn = h.fresh(secs(5), 1, key(80));
+    h.pool
+        .handle_checkout(secs(5), Token(2), key(80), None)
+        .unwrap();
+    h.drain();
+    let before = (h.pool.stats(), h.pool.poll_timeout());
+    let ghost = ConnId::from_raw(12345);
+    assert_eq!(
+        h.pool.handle_checkin(secs(6), ghost, true),
+        Err(UsageError::UnknownConn(ghost))
+    );
+    assert_eq!(
+        h.pool.handle_connected(secs(6), ghost),
+        Err(UsageError::UnknownConn(ghost))
+    );
+    assert_eq!(
+        h.pool
+            .handle_connect_failed(secs(6), ghost, ConnectError::Refused),
+        Err(UsageError::UnknownConn(ghost))
+    );
+    assert_eq!(
+        h.pool.handle_cancel(secs(6), Token(9)),
+        Err(UsageError::UnknownToken(Token(9)))
+    );
+    assert_eq!(
+        h.pool.handle_checkout(secs(6), Token(2), key(81), None),
+        Err(UsageError::DuplicateToken(Token(2)))
+    );
+    assert!(matches!(
+        h.pool.handle_connected(secs(6), conn),
+        Err(UsageError::WrongState { .. })
+    ));
+    assert_eq!(
+        h.pool.handle_checkout(secs(4), Token(3), key(80), None),
+        Err(UsageError::TimeWentBackwards {
+            now: secs(4),
+            last: secs(5)
+        })
+    );
+    h.pool.handle_timeout(secs(1));
+    assert_eq!(h.drain(), []);
+    assert_eq!((h.pool.stats(), h.pool.poll_timeout()), before);
+    // Double checkin: the first hands the connection to waiter 2, the second is refused.
+    h.pool.handle_checkin(secs(6), conn, true).unwrap();
+    h.drain();
+    h.pool.handle_checkin(secs(6), conn, true).unwrap();
+    h.drain();
+    let before = h.pool.stats();
+    assert!(matches!(
+        h.pool.handle_checkin(secs(6), conn, true),
+        Err(UsageError::WrongState { .. })
+    ));
+    assert_eq!(h.pool.stats(), before);
+    assert_eq!(h.drain(), []);
+}
+
+#[test]
+fn fifo_reuse_takes_the_oldest_idle_connection() {
+    for (reuse, expect_first) in [(Reuse::Lifo, false), (Reuse::Fifo, true)] {
+        let mut h = Harness::new(Config {
+            reuse,
+            ..Config::default()
+        });
+        let a = h.fresh(secs(0), 1, key(80));
+        let b = h.fresh(secs(0), 2, key(80));
+        h.pool.handle_checkin(secs(1), a, true).unwrap();
+        h.pool.handle_checkin(secs(2), b, true).unwrap();
+        h.pool
+            .handle_checkout(secs(3), Token(3), key(80), None)
+            .unwrap();
+        let got = acquired(&h.drain())[0].1;
+        assert_eq!(got, if expect_first { a } else { b }, "{reuse:?}");
+    }
+}
