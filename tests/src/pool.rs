@@ -1,4 +1,835 @@
-//! (stub: filled in by its issue)
+//! A simulation of the pool: a driver over the [fake network](crate::sim), an application that
+//! checks connections out and in, and a reference model that predicts and checks every output.
+//!
+//! The model is an independent, deliberately naive bookkeeping of what the pool must do (linear
+//! scans, plain maps). After every step it checks: caps never exceeded, every accepted checkout
+//! answered exactly once, FIFO per key, no connection leased twice, an idle connection reused
+//! immediately when the model has one (in LIFO/FIFO order) and never otherwise, eviction of the
+//! least recently used idle connection, idle connections closed by their deadline and not
+//! before, one resolution in flight per host, and nothing left after shutdown and drain.
 
-/// Fuzz entry point.
-pub fn fuzz(_data: &[u8]) {}
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+use moor_core::pool::{
+    CheckoutError, CloseReason, Config, ConnectError, Endpoint, FromCache, Output, Pool, PoolKey,
+    PoolState, ResolveError, Reuse,
+};
+use moor_core::{ConnId, Instant, Token, UsageError};
+
+use crate::sim::{FakeNet, NetConfig};
+
+/// One step of the application or of time.
+#[derive(Debug, Clone, PartialEq, Eq, Arbitrary)]
+pub enum Op {
+    /// Check out a connection for key number `key`, with an optional deadline in ms from now.
+    Checkout {
+        /// Which key (modulo the number of keys).
+        key: u8,
+        /// Deadline in milliseconds from now; `None` uses the request timeout.
+        deadline_ms: Option<u16>,
+    },
+    /// Cancel a pending checkout (picked by index), or an unknown token if none is pending.
+    Cancel {
+        /// Which pending checkout.
+        pick: u8,
+    },
+    /// Check a leased connection (picked by index) back in.
+    Checkin {
+        /// Which leased connection.
+        pick: u8,
+        /// The application's health verdict (a peer reset may still make it `false`).
+        reusable: bool,
+    },
+    /// Let simulated time pass, delivering network completions and firing timers on the way.
+    Advance {
+        /// How long, in milliseconds.
+        ms: u16,
+    },
+    /// The peer closes an idle connection (picked by index).
+    PeerCloseIdle {
+        /// Which idle connection.
+        pick: u8,
+    },
+    /// A call that breaks the API's rules; it must be refused and change nothing.
+    Misuse {
+        /// Which misuse.
+        kind: u8,
+    },
+    /// Shut the pool down.
+    Shutdown,
+}
+
+/// The pool and network settings of a simulation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// The pool's configuration.
+    pub pool: Config,
+    /// The fake network's behaviour.
+    pub net: NetConfig,
+    /// How many distinct keys the application uses.
+    pub keys: u8,
+}
+
+impl SimConfig {
+    /// A small, contended configuration built from a few numbers (used by proptest and fuzz).
+    pub fn small(knobs: [u8; 6], net: NetConfig) -> SimConfig {
+        let [per_key, open, waiters, idle, lifetime, keys] = knobs;
+        let max_per_key = usize::from(per_key % 3) + 1;
+        let pool = Config {
+            max_per_key,
+            max_open: max_per_key + usize::from(open % 5),
+            max_waiters: usize::from(waiters % 24) + 1,
+            idle_timeout: Duration::from_millis(200 + u64::from(idle) * 20),
+            request_timeout: Duration::from_millis(500 + u64::from(waiters) * 30),
+            connect_timeout: Duration::from_millis(100 + u64::from(open) * 10),
+            max_lifetime: (lifetime % 4 == 0)
+                .then(|| Duration::from_millis(300 + u64::from(lifetime) * 10)),
+            reuse: if lifetime % 2 == 0 {
+                Reuse::Lifo
+            } else {
+                Reuse::Fifo
+            },
+        };
+        SimConfig {
+            pool,
+            net,
+            keys: keys % 6 + 1,
+        }
+    }
+}
+
+/// Key number `k`: a few keys share a host (to exercise shared resolution), one is a literal IP.
+pub fn key_of(k: u8) -> Endpoint {
+    let host = match k % 4 {
+        3 => "127.0.0.9".to_string(),
+        h => format!("host{}.test", h % 2),
+    };
+    Endpoint::new("http", host, 1000 + u16::from(k))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NetEvent {
+    Resolved { host: String, ok: bool, addrs: u8 },
+    Connected { conn: ConnId, attempt: u32 },
+    Refused { conn: ConnId, attempt: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sock {
+    /// A connect attempt is in flight (the `attempt`-th Connect for this conn).
+    Connecting { attempt: u32 },
+    /// Leased to a checkout.
+    Leased { created: Instant },
+    /// Idle since `since`; `seq` orders idle connections by when they became idle.
+    Idle {
+        since: Instant,
+        seq: u64,
+        created: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct SockInfo {
+    key: Endpoint,
+    state: Sock,
+    /// When the pool first asked for this conn (an upper bound of the pool's creation time).
+    first_connect: Instant,
+}
+
+/// The simulation: the pool under test, the network, the application and the model.
+pub struct PoolSim {
+    /// The pool under test.
+    pub pool: Pool<Endpoint>,
+    config: SimConfig,
+    net: FakeNet<NetEvent>,
+    now: Instant,
+    next_token: u64,
+    /// Accepted, unanswered checkouts, per key in checkout order.
+    queues: BTreeMap<Endpoint, VecDeque<Token>>,
+    pending: BTreeMap<Token, Endpoint>,
+    answered: BTreeSet<Token>,
+    socks: BTreeMap<ConnId, SockInfo>,
+    /// Resolutions in flight: host → when asked.
+    resolving: BTreeMap<String, Instant>,
+    idle_seq: u64,
+    drained: u32,
+    shut_down: bool,
+    /// What happened, for determinism checks and failure reports.
+    pub trace: Vec<String>,
+    steps: u64,
+}
+
+/// What the step being applied may legitimately produce.
+#[derive(Default)]
+struct Expect {
+    /// The token of the checkout being made, and the conn it must get immediately, if any.
+    checkout: Option<(Token, Option<ConnId>)>,
+    /// The conn just checked in (Deferred hand-off allowed) or just connected (Fresh).
+    deferred: Option<ConnId>,
+    fresh: Option<ConnId>,
+}
+
+impl PoolSim {
+    /// A simulation whose every choice follows from `config` and `seed`.
+    ///
+    /// # Panics
+    /// If the pool refuses the configuration.
+    pub fn new(config: SimConfig, seed: u64) -> PoolSim {
+        let mut pool = Pool::new(config.pool.clone()).expect("valid simulation config");
+        // Tell the pool the simulation's start time, so "earlier than now" means something.
+        pool.handle_timeout(Instant::from_secs(1));
+        PoolSim {
+            pool,
+            net: FakeNet::new(config.net, seed),
+            config,
+            now: Instant::from_secs(1),
+            next_token: 0,
+            queues: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            socks: BTreeMap::new(),
+            resolving: BTreeMap::new(),
+            idle_seq: 0,
+            drained: 0,
+            shut_down: false,
+            trace: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// Applies one step and checks every invariant.
+    pub fn apply(&mut self, op: &Op) {
+        self.steps += 1;
+        self.trace.push(format!("{:?} {op:?}", self.now));
+        match *op {
+            Op::Checkout { key, deadline_ms } => self.checkout(key, deadline_ms),
+            Op::Cancel { pick } => self.cancel(pick),
+            Op::Checkin { pick, reusable } => self.checkin(pick, reusable),
+            Op::Advance { ms } => self.advance(Duration::from_millis(u64::from(ms))),
+            Op::PeerCloseIdle { pick } => self.peer_close_idle(pick),
+            Op::Misuse { kind } => self.misuse(kind),
+            Op::Shutdown => self.shutdown(),
+        }
+        self.check();
+    }
+
+    /// Ends the run: lets every deadline pass (every checkout must then be answered), shuts down,
+    /// returns every leased connection, and checks that the pool drained to nothing.
+    pub fn finish(&mut self) {
+        if !self.shut_down {
+            let horizon = self.config.pool.request_timeout + self.config.pool.connect_timeout;
+            self.advance(horizon + Duration::from_millis(1));
+            assert!(
+                self.pending.is_empty(),
+                "checkouts never answered: {:?}",
+                self.pending
+            );
+            self.shutdown();
+        }
+        let leased: Vec<ConnId> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.state, Sock::Leased { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in leased {
+            self.return_conn(conn, true);
+        }
+        self.advance(self.config.pool.connect_timeout + Duration::from_secs(1));
+        assert_eq!(self.drained, 1, "Drained must be emitted exactly once");
+        assert_eq!(self.pool.state(), PoolState::Drained);
+        assert!(
+            self.pending.is_empty() && self.socks.is_empty(),
+            "left over: {:?} {:?}",
+            self.pending,
+            self.socks
+        );
+        assert_eq!(self.pool.stats().total, Default::default());
+        assert_eq!(self.pool.poll_timeout(), None);
+        self.pool.check_invariants();
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    // ----- application steps ---------------------------------------------------------------
+
+    fn checkout(&mut self, k: u8, deadline_ms: Option<u16>) {
+        let key = key_of(k % self.config.keys);
+        self.next_token += 1;
+        let token = Token(self.next_token);
+        let deadline = deadline_ms.map(|ms| self.now + Duration::from_millis(u64::from(ms)));
+        let result = self
+            .pool
+            .handle_checkout(self.now, token, key.clone(), deadline);
+        if self.shut_down {
+            assert_eq!(result, Err(UsageError::ShutDown));
+            return;
+        }
+        result.expect("checkout accepted");
+        let immediate = self.predict_immediate(&key);
+        self.pending.insert(token, key.clone());
+        self.queues.entry(key).or_default().push_back(token);
+        self.drive(Expect {
+            checkout: Some((token, immediate)),
+            ..Expect::default()
+        });
+    }
+
+    /// The idle connection the pool must hand out at once, in its reuse order (the model
+    /// cannot predict which connections max_lifetime has closed, so it skips those runs).
+    fn predict_immediate(&self, key: &Endpoint) -> Option<ConnId> {
+        let idle = self.socks.iter().filter_map(|(c, s)| match s.state {
+            Sock::Idle { seq, .. } if &s.key == key => Some((seq, *c)),
+            _ => None,
+        });
+        match self.config.pool.reuse {
+            Reuse::Lifo => idle.max().map(|(_, c)| c),
+            Reuse::Fifo => idle.min().map(|(_, c)| c),
+        }
+    }
+
+    fn cancel(&mut self, pick: u8) {
+        let Some(token) = self
+            .pending
+            .keys()
+            .nth(usize::from(pick) % self.pending.len().max(1))
+            .copied()
+        else {
+            let ghost = Token(u64::MAX - u64::from(pick));
+            self.refused(
+                |p, now| p.handle_cancel(now, ghost),
+                UsageError::UnknownToken(ghost),
+            );
+            return;
+        };
+        self.pool
+            .handle_cancel(self.now, token)
+            .expect("cancel a pending checkout");
+        let key = self.pending.remove(&token).expect("pending");
+        self.queues
+            .get_mut(&key)
+            .expect("queued")
+            .retain(|t| *t != token);
+        self.drive(Expect::default());
+    }
+
+    fn checkin(&mut self, pick: u8, reusable: bool) {
+        let leased: Vec<ConnId> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.state, Sock::Leased { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        if leased.is_empty() {
+            return;
+        }
+        let conn = leased[usize::from(pick) % leased.len()];
+        // A peer may have reset the connection while it was in use: the user sees the error and
+        // gives it back as not reusable.
+        let reset = self.net.chance(self.config.net.reset_permille);
+        self.return_conn(conn, reusable && !reset);
+    }
+
+    fn return_conn(&mut self, conn: ConnId, reusable: bool) {
+        self.pool
+            .handle_checkin(self.now, conn, reusable)
+            .expect("checkin of a leased conn");
+        let info = self.socks.get_mut(&conn).expect("leased");
+        let Sock::Leased { created } = info.state else {
+            unreachable!()
+        };
+        self.idle_seq += 1;
+        info.state = Sock::Idle {
+            since: self.now,
+            seq: self.idle_seq,
+            created,
+        };
+        self.drive(Expect {
+            deferred: Some(conn),
+            ..Expect::default()
+        });
+        // Not reusable, or shutting down: it must have been closed.
+        if !reusable || self.shut_down {
+            assert!(
+                !self.socks.contains_key(&conn),
+                "{conn:?} checked in as unusable was kept"
+            );
+        }
+    }
+
+    fn peer_close_idle(&mut self, pick: u8) {
+        let idle: Vec<ConnId> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.state, Sock::Idle { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let conn = idle[usize::from(pick) % idle.len()];
+        self.pool
+            .handle_idle_closed(self.now, conn)
+            .expect("report an idle conn closed");
+        self.drive(Expect::default());
+        assert!(
+            !self.socks.contains_key(&conn),
+            "a closed idle connection was kept"
+        );
+    }
+
+    fn shutdown(&mut self) {
+        self.pool.handle_shutdown(self.now).expect("shutdown");
+        self.shut_down = true;
+        // Shutdown abandons resolutions in flight: late answers are refused.
+        self.resolving.clear();
+        self.drive(Expect::default());
+        assert!(
+            self.pending.is_empty(),
+            "shutdown must answer every waiter: {:?}",
+            self.pending
+        );
+        assert!(
+            self.socks
+                .values()
+                .all(|s| matches!(s.state, Sock::Leased { .. })),
+            "shutdown must close every connection that is not leased"
+        );
+        self.pool
+            .handle_shutdown(self.now)
+            .expect("a second shutdown is harmless");
+        self.drive(Expect::default());
+    }
+
+    /// Bad input must be refused with a clear error and change nothing.
+    fn misuse(&mut self, kind: u8) {
+        let ghost = ConnId::from_raw(u64::MAX - u64::from(kind));
+        match kind % 6 {
+            0 => self.refused(
+                |p, now| p.handle_checkin(now, ghost, true),
+                UsageError::UnknownConn(ghost),
+            ),
+            1 => self.refused(
+                |p, now| p.handle_connected(now, ghost),
+                UsageError::UnknownConn(ghost),
+            ),
+            2 => {
+                let earlier = Instant::from_nanos(self.now.as_nanos().saturating_sub(1));
+                let last = self.now;
+                let err = if self.shut_down {
+                    UsageError::ShutDown
+                } else {
+                    UsageError::TimeWentBackwards { now: earlier, last }
+                };
+                self.refused(
+                    move |p, _| p.handle_checkout(earlier, Token(u64::MAX), key_of(0), None),
+                    err,
+                );
+            }
+            3 => {
+                if let Some((&token, _)) = self.pending.iter().next() {
+                    let err = if self.shut_down {
+                        UsageError::ShutDown
+                    } else {
+                        UsageError::DuplicateToken(token)
+                    };
+                    self.refused(
+                        move |p, now| p.handle_checkout(now, token, key_of(0), None),
+                        err,
+                    );
+                }
+            }
+            4 => {
+                // Double checkin: an idle connection is not leased.
+                if let Some((&conn, _)) = self
+                    .socks
+                    .iter()
+                    .find(|(_, s)| matches!(s.state, Sock::Idle { .. }))
+                {
+                    let before = (self.pool.stats(), self.pool.poll_timeout());
+                    let result = self.pool.handle_checkin(self.now, conn, true);
+                    assert!(
+                        matches!(result, Err(UsageError::WrongState { .. })),
+                        "{result:?}"
+                    );
+                    assert_eq!((self.pool.stats(), self.pool.poll_timeout()), before);
+                    assert_eq!(self.pool.poll_output(), None);
+                }
+            }
+            _ => {
+                let before = (self.pool.stats(), self.pool.poll_timeout());
+                self.pool.handle_timeout(Instant::ZERO);
+                assert_eq!(
+                    (self.pool.stats(), self.pool.poll_timeout()),
+                    before,
+                    "handle_timeout in the past"
+                );
+                assert_eq!(self.pool.poll_output(), None);
+            }
+        }
+    }
+
+    fn refused(
+        &mut self,
+        call: impl FnOnce(&mut Pool<Endpoint>, Instant) -> Result<(), UsageError>,
+        expected: UsageError,
+    ) {
+        let before = (self.pool.stats(), self.pool.poll_timeout());
+        let result = call(&mut self.pool, self.now);
+        assert_eq!(result, Err(expected));
+        assert_eq!(
+            (self.pool.stats(), self.pool.poll_timeout()),
+            before,
+            "a refused call changed the pool"
+        );
+        assert_eq!(
+            self.pool.poll_output(),
+            None,
+            "a refused call produced output"
+        );
+    }
+
+    // ----- time and the network --------------------------------------------------------------
+
+    fn advance(&mut self, by: Duration) {
+        let target = self.now + by;
+        for _ in 0..1_000_000 {
+            let next = [self.net.next_due(), self.pool.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(at) = next.filter(|&at| at <= target) else {
+                self.now = target;
+                self.pool.handle_timeout(self.now);
+                self.drive(Expect::default());
+                self.check_idle_deadlines();
+                return;
+            };
+            self.now = self.now.max(at);
+            while let Some((_, event)) = self.net.pop_due(self.now) {
+                self.deliver(event);
+            }
+            self.pool.handle_timeout(self.now);
+            self.drive(Expect::default());
+            self.check_idle_deadlines();
+        }
+        panic!("time did not advance: a timer keeps firing without progress");
+    }
+
+    fn deliver(&mut self, event: NetEvent) {
+        self.trace.push(format!("{:?} net {event:?}", self.now));
+        match event {
+            NetEvent::Resolved { host, ok, addrs } => {
+                let ips: Vec<IpAddr> = (0..addrs)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, i + 1)))
+                    .collect();
+                let result = if ok {
+                    Ok(&ips[..])
+                } else {
+                    Err(ResolveError::NotFound)
+                };
+                match self.pool.handle_resolved(self.now, &host, result) {
+                    Ok(()) => {
+                        self.resolving.remove(&host);
+                    }
+                    Err(UsageError::WrongState { .. }) => {
+                        // Only a resolution the pool already timed out may be refused.
+                        let asked = self.resolving.get(&host).copied();
+                        assert!(
+                            asked
+                                .is_none_or(|at| at + self.config.pool.connect_timeout <= self.now),
+                            "a resolution in flight was refused"
+                        );
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+                self.drive(Expect::default());
+            }
+            NetEvent::Connected { conn, attempt } | NetEvent::Refused { conn, attempt } => {
+                // The driver drops sockets it was told to close; their completions never arrive.
+                let live = matches!(self.socks.get(&conn), Some(SockInfo { state: Sock::Connecting { attempt: a }, .. }) if *a == attempt);
+                if !live {
+                    return;
+                }
+                if matches!(event, NetEvent::Connected { .. }) {
+                    self.pool
+                        .handle_connected(self.now, conn)
+                        .expect("connected");
+                    let info = self.socks.get_mut(&conn).expect("live");
+                    self.idle_seq += 1;
+                    info.state = Sock::Idle {
+                        since: self.now,
+                        seq: self.idle_seq,
+                        created: info.first_connect,
+                    };
+                    self.drive(Expect {
+                        fresh: Some(conn),
+                        ..Expect::default()
+                    });
+                } else {
+                    self.pool
+                        .handle_connect_failed(self.now, conn, ConnectError::Refused)
+                        .expect("refused");
+                    self.socks.remove(&conn);
+                    self.drive(Expect::default());
+                }
+            }
+        }
+    }
+
+    // ----- outputs and the model ------------------------------------------------------------
+
+    /// Drains the pool's outputs, checking each against the model and acting on it.
+    fn drive(&mut self, mut expect: Expect) {
+        let mut immediate_seen = false;
+        while let Some(out) = self.pool.poll_output() {
+            self.trace.push(format!("{:?} {out:?}", self.now));
+            match out {
+                Output::Resolve { host } => {
+                    if let Some(&asked) = self.resolving.get(&host) {
+                        assert!(
+                            asked + self.config.pool.connect_timeout <= self.now,
+                            "second resolution of {host} while one is in flight"
+                        );
+                    }
+                    self.resolving.insert(host.clone(), self.now);
+                    let at = self.now + self.net.latency();
+                    if self.net.chance(self.config.net.dns_silent_permille) {
+                        continue;
+                    }
+                    let ok = !self.net.chance(self.config.net.dns_fail_permille);
+                    let addrs = self.net.below(3) as u8;
+                    self.net
+                        .schedule(at, NetEvent::Resolved { host, ok, addrs });
+                }
+                Output::Connect { conn, key, addr } => {
+                    assert_eq!(addr.port(), key.port());
+                    let attempt = match self.socks.get(&conn) {
+                        Some(SockInfo {
+                            state: Sock::Connecting { attempt },
+                            ..
+                        }) => attempt + 1,
+                        Some(other) => panic!("Connect for {conn:?} in state {other:?}"),
+                        None => {
+                            self.socks.insert(
+                                conn,
+                                SockInfo {
+                                    key: key.clone(),
+                                    state: Sock::Connecting { attempt: 0 },
+                                    first_connect: self.now,
+                                },
+                            );
+                            1
+                        }
+                    };
+                    let info = self.socks.get_mut(&conn).expect("just inserted");
+                    assert_eq!(info.key, key, "a conn never changes key");
+                    info.state = Sock::Connecting { attempt };
+                    self.check_caps();
+                    let at = self.now + self.net.latency();
+                    if self.net.chance(self.config.net.silent_connect_permille) {
+                        continue;
+                    }
+                    let event = if self.net.chance(self.config.net.refuse_permille) {
+                        NetEvent::Refused { conn, attempt }
+                    } else {
+                        NetEvent::Connected { conn, attempt }
+                    };
+                    self.net.schedule(at, event);
+                }
+                Output::Close { conn, reason } => {
+                    let info = self
+                        .socks
+                        .remove(&conn)
+                        .unwrap_or_else(|| panic!("Close of unknown {conn:?}"));
+                    match (reason, &info.state) {
+                        (CloseReason::IdleTimeout, Sock::Idle { since, .. }) => {
+                            assert!(
+                                *since + self.config.pool.idle_timeout <= self.now,
+                                "idle connection closed early"
+                            );
+                        }
+                        (CloseReason::MaxLifetime, Sock::Idle { .. }) => {
+                            assert!(
+                                self.config.pool.max_lifetime.is_some(),
+                                "MaxLifetime without a lifetime"
+                            );
+                        }
+                        (CloseReason::Evicted, Sock::Idle { seq, .. }) => {
+                            let oldest = self
+                                .socks
+                                .values()
+                                .filter_map(|s| match s.state {
+                                    Sock::Idle { seq, .. } => Some(seq),
+                                    _ => None,
+                                })
+                                .min();
+                            assert!(
+                                oldest.is_none_or(|o| o > *seq),
+                                "evicted an idle connection that was not the LRU"
+                            );
+                        }
+                        (
+                            CloseReason::PeerClosed
+                            | CloseReason::Discarded
+                            | CloseReason::Shutdown,
+                            Sock::Idle { .. },
+                        ) => {}
+                        (
+                            CloseReason::ConnectTimedOut | CloseReason::Shutdown,
+                            Sock::Connecting { .. },
+                        ) => {}
+                        (reason, state) => panic!("Close {reason:?} of a conn in state {state:?}"),
+                    }
+                }
+                Output::Acquired {
+                    token,
+                    conn,
+                    from_cache,
+                } => {
+                    let (key, was_head) = self.answer(token);
+                    assert!(
+                        was_head,
+                        "{token:?} served before an older checkout of its key"
+                    );
+                    let info = self
+                        .socks
+                        .get_mut(&conn)
+                        .unwrap_or_else(|| panic!("acquired unknown {conn:?}"));
+                    assert_eq!(info.key, key, "connection of another key");
+                    let Sock::Idle { created, .. } = info.state else {
+                        panic!("{conn:?} handed out while {:?}: leased twice?", info.state)
+                    };
+                    info.state = Sock::Leased { created };
+                    match from_cache {
+                        FromCache::Immediate => {
+                            let (t, predicted) =
+                                expect.checkout.expect("Immediate only answers a checkout");
+                            assert_eq!(t, token);
+                            if self.config.pool.max_lifetime.is_none() {
+                                assert_eq!(predicted, Some(conn), "reuse order");
+                            }
+                            immediate_seen = true;
+                        }
+                        FromCache::Deferred => assert_eq!(
+                            expect.deferred.take(),
+                            Some(conn),
+                            "Deferred without a checkin"
+                        ),
+                        FromCache::Fresh => {
+                            assert_eq!(expect.fresh.take(), Some(conn), "Fresh without a connect")
+                        }
+                    }
+                }
+                Output::CheckoutFailed { token, error } => {
+                    self.answer(token);
+                    if error == CheckoutError::Shutdown {
+                        assert!(self.shut_down);
+                    }
+                }
+                Output::Drained => {
+                    assert!(self.shut_down);
+                    self.drained += 1;
+                }
+                other => panic!("unknown output {other:?}"),
+            }
+        }
+        if let Some((token, predicted)) = expect.checkout
+            && self.config.pool.max_lifetime.is_none()
+        {
+            assert_eq!(
+                immediate_seen,
+                predicted.is_some(),
+                "{token:?}: an idle connection must be reused at once"
+            );
+        }
+    }
+
+    /// Marks `token` answered (exactly once); returns its key and whether it was the oldest
+    /// pending checkout of that key. Failures may hit any waiter (a deadline); a success must go
+    /// to the oldest (strict FIFO, no barging).
+    fn answer(&mut self, token: Token) -> (Endpoint, bool) {
+        assert!(self.answered.insert(token), "{token:?} answered twice");
+        let key = self
+            .pending
+            .remove(&token)
+            .unwrap_or_else(|| panic!("answer for {token:?}, which is not pending"));
+        let queue = self.queues.get_mut(&key).expect("queued");
+        let was_head = queue.front() == Some(&token);
+        queue.retain(|t| *t != token);
+        (key, was_head)
+    }
+
+    fn check_caps(&self) {
+        let mut per_key: BTreeMap<&Endpoint, usize> = BTreeMap::new();
+        for s in self.socks.values() {
+            *per_key.entry(&s.key).or_default() += 1;
+        }
+        assert!(
+            self.socks.len() <= self.config.pool.max_open,
+            "global cap exceeded"
+        );
+        assert!(
+            per_key.values().all(|&n| n <= self.config.pool.max_per_key),
+            "per-key cap exceeded"
+        );
+    }
+
+    fn check_idle_deadlines(&self) {
+        for (conn, s) in &self.socks {
+            if let Sock::Idle { since, .. } = s.state {
+                assert!(
+                    since + self.config.pool.idle_timeout > self.now,
+                    "{conn:?} idle since {since:?} outlived its keep-alive at {:?}",
+                    self.now
+                );
+            }
+        }
+    }
+
+    fn check(&self) {
+        self.pool.check_invariants();
+        self.check_caps();
+        let g = self.pool.stats().total;
+        let count = |f: fn(&Sock) -> bool| self.socks.values().filter(|s| f(&s.state)).count();
+        assert_eq!(
+            g.leased,
+            count(|s| matches!(s, Sock::Leased { .. })),
+            "leased gauge"
+        );
+        assert_eq!(
+            g.idle,
+            count(|s| matches!(s, Sock::Idle { .. })),
+            "idle gauge"
+        );
+        assert!(
+            g.connecting >= count(|s| matches!(s, Sock::Connecting { .. })),
+            "connecting gauge"
+        );
+        assert_eq!(g.waiters, self.pending.len(), "waiters gauge");
+        assert!(self.drained <= 1);
+    }
+}
+
+/// Drives a simulation from fuzzer bytes: a configuration, a seed, then steps.
+pub fn fuzz(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(knobs) = <[u8; 6]>::arbitrary(&mut u) else {
+        return;
+    };
+    let Ok(seed) = u64::arbitrary(&mut u) else {
+        return;
+    };
+    let mut sim = PoolSim::new(SimConfig::small(knobs, NetConfig::default()), seed);
+    for _ in 0..256 {
+        let Ok(op) = Op::arbitrary(&mut u) else { break };
+        sim.apply(&op);
+    }
+    sim.finish();
+}
