@@ -220,7 +220,13 @@ impl PoolSim {
     /// returns every leased connection, and checks that the pool drained to nothing.
     pub fn finish(&mut self) {
         if !self.shut_down {
-            let horizon = self.config.pool.request_timeout + self.config.pool.connect_timeout;
+            // The latest deadline a checkout can have: its own (at most u16::MAX ms) or the default.
+            let longest = self
+                .config
+                .pool
+                .request_timeout
+                .max(Duration::from_millis(u64::from(u16::MAX)));
+            let horizon = longest + self.config.pool.connect_timeout;
             self.advance(horizon + Duration::from_millis(1));
             assert!(
                 self.pending.is_empty(),
@@ -815,6 +821,40 @@ impl PoolSim {
         assert_eq!(g.waiters, self.pending.len(), "waiters gauge");
         assert!(self.drained <= 1);
     }
+}
+
+/// A seeded random workload of `steps` steps (checkouts, checkins, time, cancels, peer closes,
+/// misuse) on `config`; returns the simulation before [`PoolSim::finish`].
+pub fn random_workload(config: SimConfig, seed: u64, steps: usize) -> PoolSim {
+    let mut rng = moor_core::Rng::new(seed);
+    let mut sim = PoolSim::new(config, seed);
+    for _ in 0..steps {
+        let op = match rng.below(20) {
+            0..=5 => Op::Checkout {
+                key: rng.below(6) as u8,
+                deadline_ms: None,
+            },
+            6..=10 => Op::Checkin {
+                pick: rng.below(256) as u8,
+                reusable: rng.below(10) > 0,
+            },
+            11..=15 => Op::Advance {
+                ms: rng.below(400) as u16,
+            },
+            16 => Op::PeerCloseIdle {
+                pick: rng.below(256) as u8,
+            },
+            17 => Op::Misuse {
+                kind: rng.below(256) as u8,
+            },
+            18 => Op::Cancel {
+                pick: rng.below(256) as u8,
+            },
+            _ => Op::Advance { ms: 10 },
+        };
+        sim.apply(&op);
+    }
+    sim
 }
 
 /// Drives a simulation from fuzzer bytes: a configuration, a seed, then steps.

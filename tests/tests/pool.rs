@@ -1,7 +1,7 @@
 //! Proptest state-machine test of the pool against the reference model in
 //! `moor_tests::pool`, plus a determinism check.
 
-use moor_tests::pool::{Op, PoolSim, SimConfig};
+use moor_tests::pool::{Op, PoolSim, SimConfig, random_workload};
 use moor_tests::sim::NetConfig;
 use proptest::prelude::*;
 
@@ -52,30 +52,11 @@ proptest! {
 #[test]
 fn same_seed_same_trace() {
     let run = |seed| {
-        let mut sim = PoolSim::new(
+        let mut sim = random_workload(
             SimConfig::small([2, 3, 9, 5, 4, 5], NetConfig::default()),
             seed,
+            2_000,
         );
-        let mut rng = moor_core::Rng::new(seed);
-        for _ in 0..2_000 {
-            let op = match rng.below(5) {
-                0 | 1 => Op::Checkout {
-                    key: rng.below(6) as u8,
-                    deadline_ms: None,
-                },
-                2 => Op::Checkin {
-                    pick: rng.below(256) as u8,
-                    reusable: rng.below(10) > 0,
-                },
-                3 => Op::Advance {
-                    ms: rng.below(300) as u16,
-                },
-                _ => Op::Cancel {
-                    pick: rng.below(256) as u8,
-                },
-            };
-            sim.apply(&op);
-        }
         sim.finish();
         sim.trace
     };
@@ -97,33 +78,7 @@ fn the_simulation_reaches_every_behaviour() {
     for seed in 0..200u64 {
         let mut rng = moor_core::Rng::new(seed);
         let knobs: [u8; 6] = std::array::from_fn(|_| rng.below(256) as u8);
-        let mut sim = PoolSim::new(SimConfig::small(knobs, NetConfig::default()), seed);
-        for _ in 0..150 {
-            let op = match rng.below(20) {
-                0..=5 => Op::Checkout {
-                    key: rng.below(6) as u8,
-                    deadline_ms: None,
-                },
-                6..=10 => Op::Checkin {
-                    pick: rng.below(256) as u8,
-                    reusable: rng.below(10) > 0,
-                },
-                11..=15 => Op::Advance {
-                    ms: rng.below(400) as u16,
-                },
-                16 => Op::PeerCloseIdle {
-                    pick: rng.below(256) as u8,
-                },
-                17 => Op::Misuse {
-                    kind: rng.below(256) as u8,
-                },
-                18 => Op::Cancel {
-                    pick: rng.below(256) as u8,
-                },
-                _ => Op::Advance { ms: 10 },
-            };
-            sim.apply(&op);
-        }
+        let mut sim = random_workload(SimConfig::small(knobs, NetConfig::default()), seed, 150);
         let c = sim.pool.stats().counters;
         total.immediate += c.immediate;
         total.deferred += c.deferred;
