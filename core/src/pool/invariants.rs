@@ -1,0 +1,64 @@
+//! The pool's internal invariants, checked by tests and fuzzing after every step.
+
+use super::{Gauges, Pool, PoolKey, PoolState, Timer};
+
+impl<K: PoolKey> Pool<K> {
+    /// Checks the pool's internal invariants, panicking on a violation. For tests and fuzzing:
+    /// it walks every table, so it is O(n).
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        assert_eq!(
+            self.conns.len(),
+            self.total.open,
+            "open gauge counts every connection"
+        );
+        assert_eq!(
+            self.total.open,
+            self.total.idle + self.total.leased + self.total.connecting
+        );
+        assert_eq!(self.waiters.len(), self.total.waiters);
+        assert_eq!(self.tokens.len(), self.total.waiters);
+        assert_eq!(self.lru.len(), self.total.idle);
+        assert_eq!(self.key_ids.len(), self.keys.len());
+        assert!(
+            self.total.open <= self.config.max_open,
+            "global cap exceeded"
+        );
+        assert!(
+            self.total.waiters <= self.config.max_waiters,
+            "waiter bound exceeded"
+        );
+        let mut sum = Gauges::default();
+        for (_, ks) in self.keys.iter() {
+            let g = ks.gauges;
+            assert!(g.open <= self.config.max_per_key, "per-key cap exceeded");
+            assert_eq!(g.open, g.idle + g.leased + g.connecting);
+            assert_eq!(ks.idle.len(), g.idle);
+            assert_eq!(ks.waiters.len(), g.waiters);
+            assert!(
+                g.idle == 0 || g.waiters == 0,
+                "idle connections while checkouts wait"
+            );
+            assert!(
+                g.open > 0 || g.waiters > 0 || ks.in_blocked,
+                "empty key kept"
+            );
+            sum.open += g.open;
+            sum.idle += g.idle;
+            sum.leased += g.leased;
+            sum.connecting += g.connecting;
+            sum.waiters += g.waiters;
+        }
+        assert_eq!(sum, self.total, "per-key gauges add up to the totals");
+        for (id, c) in self.conns.iter() {
+            if let Some(deadline) = self.conn_deadline(c) {
+                let at = c.armed.expect("a connection with a deadline has a timer");
+                assert!(at <= deadline, "timer armed after the deadline");
+                assert!(self.timers.contains(at, Timer::Conn(id)));
+            }
+        }
+        if self.state == PoolState::Drained {
+            assert!(self.conns.is_empty() && self.waiters.is_empty() && self.keys.is_empty());
+        }
+    }
+}

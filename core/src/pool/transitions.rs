@@ -1,0 +1,470 @@
+//! Every state change of the pool, in one place: the public inputs in `mod.rs` validate their
+//! arguments and then call these.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+
+use super::list::{Links, List};
+use super::{
+    CheckoutError, CloseReason, Conn, ConnState, ConnectError, FromCache, Gauges, KeyState, Output,
+    Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter, idle_links, ks_host,
+    lru_links, waiter_links,
+};
+use crate::error::UsageError;
+use crate::id::{ConnId, Token};
+use crate::time::Instant;
+
+impl<K: PoolKey> Pool<K> {
+    pub(super) fn conn(&self, conn: ConnId) -> Result<&Conn, UsageError> {
+        self.conns
+            .get(conn.to_raw())
+            .ok_or(UsageError::UnknownConn(conn))
+    }
+
+    pub(super) fn expect_connecting(
+        &self,
+        conn: ConnId,
+        operation: &'static str,
+    ) -> Result<(), UsageError> {
+        let c = self.conn(conn)?;
+        match c.state {
+            ConnState::Connecting { .. } => Ok(()),
+            ref s => Err(UsageError::WrongState {
+                operation,
+                state: if matches!(s, ConnState::Resolving { .. }) {
+                    "resolving"
+                } else {
+                    s.name()
+                },
+            }),
+        }
+    }
+
+    pub(super) fn intern_key(&mut self, key: K) -> u64 {
+        if let Some(&id) = self.key_ids.get(&key) {
+            return id;
+        }
+        let id = self.keys.insert(KeyState {
+            key: key.clone(),
+            waiters: List::default(),
+            idle: List::default(),
+            gauges: Gauges::default(),
+            in_blocked: false,
+        });
+        self.key_ids.insert(key, id);
+        id
+    }
+
+    /// Forgets a key that has nothing left: keeps the key table bounded by live work.
+    pub(super) fn gc_key(&mut self, key_id: u64) {
+        let Some(ks) = self.keys.get(key_id) else {
+            return;
+        };
+        if ks.gauges.open == 0 && ks.waiters.is_empty() && !ks.in_blocked {
+            let ks = self.keys.remove(key_id).expect("checked");
+            self.key_ids.remove(&ks.key);
+        }
+    }
+
+    pub(super) fn lifetime_end(&self, c: &Conn) -> Option<Instant> {
+        self.config.max_lifetime.map(|d| c.created + d)
+    }
+
+    /// The deadline the connection's timer should fire at, in its current state.
+    pub(super) fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
+        match c.state {
+            ConnState::Resolving { .. } | ConnState::Leased => None,
+            ConnState::Connecting { deadline, .. } => Some(deadline),
+            ConnState::Idle { since } => {
+                let idle_end = since + self.config.idle_timeout;
+                Some(
+                    self.lifetime_end(c)
+                        .map_or(idle_end, |end| end.min(idle_end)),
+                )
+            }
+        }
+    }
+
+    /// Makes sure the connection's timer fires no later than its deadline. A later deadline
+    /// leaves the entry where it is (lazy re-arm: see [`crate::timer`]).
+    pub(super) fn arm_conn(&mut self, id: u64) {
+        let c = self.conns.get(id).expect("live conn");
+        let Some(deadline) = self.conn_deadline(c) else {
+            return;
+        };
+        match c.armed {
+            Some(at) if at <= deadline => {}
+            old => {
+                if let Some(at) = old {
+                    self.timers.remove(at, Timer::Conn(id));
+                }
+                self.timers.insert(deadline, Timer::Conn(id));
+                self.conns.get_mut(id).expect("live conn").armed = Some(deadline);
+            }
+        }
+    }
+
+    pub(super) fn conn_timer_fired(&mut self, now: Instant, id: u64) {
+        let Some(c) = self.conns.get_mut(id) else {
+            unreachable!("closed conns are disarmed")
+        };
+        c.armed = None;
+        let c = self.conns.get(id).expect("live conn");
+        match self.conn_deadline(c) {
+            None => {}
+            Some(deadline) if deadline > now => self.arm_conn(id),
+            Some(_) => match c.state {
+                ConnState::Connecting { .. } => {
+                    self.give_up_conn(
+                        now,
+                        id,
+                        CheckoutError::Connect(ConnectError::TimedOut),
+                        Some(CloseReason::ConnectTimedOut),
+                    );
+                }
+                ConnState::Idle { since } => {
+                    let reason = if since + self.config.idle_timeout <= now {
+                        self.counters.idle_expired += 1;
+                        CloseReason::IdleTimeout
+                    } else {
+                        CloseReason::MaxLifetime
+                    };
+                    self.close_conn(id, Some(reason));
+                }
+                ConnState::Resolving { .. } | ConnState::Leased => unreachable!("no deadline"),
+            },
+        }
+    }
+
+    /// The one place a connection changes state (`None`: it is closed and forgotten): keeps the
+    /// per-key and total gauges and the idle lists in step with it.
+    pub(super) fn set_conn_state(&mut self, id: u64, new: Option<ConnState>) -> Option<Conn> {
+        let c = self.conns.get_mut(id).expect("live conn");
+        let key_id = c.key;
+        let old = match &new {
+            Some(state) => core::mem::replace(&mut c.state, state.clone()),
+            None => c.state.clone(),
+        };
+        let ks = self.keys.get_mut(key_id).expect("conn's key is live");
+        let gauge = |g: &mut Gauges, state: &ConnState, delta: isize| {
+            let field = match state {
+                ConnState::Resolving { .. } | ConnState::Connecting { .. } => &mut g.connecting,
+                ConnState::Idle { .. } => &mut g.idle,
+                ConnState::Leased => &mut g.leased,
+            };
+            *field = field
+                .checked_add_signed(delta)
+                .expect("gauges never go negative");
+        };
+        gauge(&mut ks.gauges, &old, -1);
+        gauge(&mut self.total, &old, -1);
+        if matches!(old, ConnState::Idle { .. }) {
+            ks.idle.remove(&mut self.conns, id, idle_links);
+            self.lru.remove(&mut self.conns, id, lru_links);
+        }
+        match new {
+            Some(new) => {
+                gauge(&mut ks.gauges, &new, 1);
+                gauge(&mut self.total, &new, 1);
+                if matches!(new, ConnState::Idle { .. }) {
+                    ks.idle.push_back(&mut self.conns, id, idle_links);
+                    self.lru.push_back(&mut self.conns, id, lru_links);
+                }
+                None
+            }
+            None => {
+                ks.gauges.open -= 1;
+                self.total.open -= 1;
+                self.conns.remove(id)
+            }
+        }
+    }
+
+    /// Opens a connection for `key_id`: resolving (sharing a resolution in flight) or, for a
+    /// literal address, connecting at once.
+    pub(super) fn open_conn(&mut self, now: Instant, key_id: u64) {
+        // A new connection is born "connecting": count it here, once.
+        let ks = self.keys.get_mut(key_id).expect("live key");
+        ks.gauges.open += 1;
+        ks.gauges.connecting += 1;
+        self.total.open += 1;
+        self.total.connecting += 1;
+        let literal = ks.key.literal_addr();
+        let id = self.conns.insert(Conn {
+            key: key_id,
+            created: now,
+            // Pointed at its real resolution below; no resolution has slab key 0.
+            state: ConnState::Resolving { resolution: 0 },
+            armed: None,
+            idle_links: Links::default(),
+            lru_links: Links::default(),
+        });
+        if let Some(addr) = literal {
+            self.start_connect(now, id, Arc::from([addr.ip()]), 0);
+            return;
+        }
+        let host = ks_host(&self.keys, key_id);
+        let resolution = match self.host_ids.get(&host) {
+            Some(&r) => r,
+            None => {
+                let deadline = now + self.config.connect_timeout;
+                let r = self.resolutions.insert(Resolution {
+                    host: host.clone(),
+                    deadline,
+                    conns: Vec::new(),
+                });
+                self.timers.insert(deadline, Timer::Resolution(r));
+                self.host_ids.insert(host.clone(), r);
+                self.outputs.push_back(Output::Resolve { host });
+                r
+            }
+        };
+        self.resolutions
+            .get_mut(resolution)
+            .expect("live resolution")
+            .conns
+            .push(id);
+        self.conns.get_mut(id).expect("just made").state = ConnState::Resolving { resolution };
+    }
+
+    pub(super) fn start_connect(
+        &mut self,
+        now: Instant,
+        id: u64,
+        addrs: Arc<[IpAddr]>,
+        index: usize,
+    ) {
+        let deadline = now + self.config.connect_timeout;
+        let ip = addrs[index];
+        self.set_conn_state(
+            id,
+            Some(ConnState::Connecting {
+                addrs,
+                index,
+                deadline,
+            }),
+        );
+        let key_id = self.conns.get(id).expect("live conn").key;
+        let key = self.keys.get(key_id).expect("live key").key.clone();
+        let addr = SocketAddr::new(ip, key.port());
+        self.arm_conn(id);
+        self.outputs.push_back(Output::Connect {
+            conn: ConnId::from_raw(id),
+            key,
+            addr,
+        });
+    }
+
+    /// Hands a usable connection to the oldest waiter of its key, or keeps it idle.
+    pub(super) fn hand_over(&mut self, now: Instant, id: u64, from_cache: FromCache) {
+        let key_id = self.conns.get(id).expect("live conn").key;
+        let head = self.keys.get(key_id).expect("live key").waiters.front();
+        match head {
+            Some(waiter) => {
+                let token = self.remove_waiter(waiter).token;
+                self.lease(id, token, from_cache);
+            }
+            None => {
+                self.set_conn_state(id, Some(ConnState::Idle { since: now }));
+                self.arm_conn(id);
+            }
+        }
+    }
+
+    pub(super) fn lease(&mut self, id: u64, token: Token, from_cache: FromCache) {
+        self.set_conn_state(id, Some(ConnState::Leased));
+        match from_cache {
+            FromCache::Immediate => self.counters.immediate += 1,
+            FromCache::Deferred => self.counters.deferred += 1,
+            FromCache::Fresh => self.counters.fresh += 1,
+        }
+        self.outputs.push_back(Output::Acquired {
+            token,
+            conn: ConnId::from_raw(id),
+            from_cache,
+        });
+    }
+
+    /// Takes an idle connection of `key_id` in reuse order, closing any past its lifetime.
+    pub(super) fn take_idle(&mut self, now: Instant, key_id: u64) -> Option<u64> {
+        loop {
+            let ks = self.keys.get(key_id).expect("live key");
+            let id = match self.config.reuse {
+                Reuse::Lifo => ks.idle.back(),
+                Reuse::Fifo => ks.idle.front(),
+            }?;
+            let c = self.conns.get(id).expect("idle conn is live");
+            if self.lifetime_end(c).is_some_and(|end| end <= now) {
+                self.close_conn(id, Some(CloseReason::MaxLifetime));
+                continue;
+            }
+            return Some(id);
+        }
+    }
+
+    /// Opens connections for `key_id` while it has more waiters than connections on the way
+    /// and room under both caps, evicting the least recently used idle connection at the global
+    /// cap. Queues the key for global capacity when nothing can be evicted.
+    pub(super) fn pump(&mut self, now: Instant, key_id: u64) {
+        loop {
+            let Some(ks) = self.keys.get(key_id) else {
+                return;
+            };
+            debug_assert!(
+                ks.idle.is_empty() || ks.waiters.is_empty(),
+                "a key never has idle connections and waiters"
+            );
+            if ks.waiters.len() <= ks.gauges.connecting || ks.gauges.open >= self.config.max_per_key
+            {
+                return;
+            }
+            if self.total.open >= self.config.max_open {
+                match self.lru.front() {
+                    Some(victim) => {
+                        self.counters.evictions += 1;
+                        self.close_conn(victim, Some(CloseReason::Evicted));
+                        continue;
+                    }
+                    None => {
+                        let ks = self.keys.get_mut(key_id).expect("live key");
+                        if !ks.in_blocked {
+                            ks.in_blocked = true;
+                            self.blocked.push_back(key_id);
+                        }
+                        return;
+                    }
+                }
+            }
+            self.open_conn(now, key_id);
+        }
+    }
+
+    /// Gives freed global capacity to keys queued for it, oldest first.
+    pub(super) fn serve_blocked(&mut self, now: Instant) {
+        while let Some(&key_id) = self.blocked.front() {
+            if self.total.open >= self.config.max_open && self.lru.is_empty() {
+                return;
+            }
+            self.blocked.pop_front();
+            let Some(ks) = self.keys.get_mut(key_id) else {
+                continue;
+            };
+            ks.in_blocked = false;
+            self.pump(now, key_id);
+            let still_blocked = self.keys.get(key_id).is_some_and(|ks| ks.in_blocked);
+            if still_blocked {
+                // pump queued it again at the back: put it back at the front, its turn kept.
+                let back = self.blocked.pop_back();
+                debug_assert_eq!(back, Some(key_id));
+                self.blocked.push_front(key_id);
+                return;
+            }
+            self.gc_key(key_id);
+        }
+    }
+
+    /// Closes a connection: unlinks it, disarms its timer, updates gauges, and tells the driver
+    /// (`reason` is `None` for a connection that never had a socket).
+    pub(super) fn close_conn(&mut self, id: u64, reason: Option<CloseReason>) {
+        let c = self
+            .set_conn_state(id, None)
+            .expect("closing removes the conn");
+        if let Some(at) = c.armed {
+            self.timers.remove(at, Timer::Conn(id));
+        }
+        if let Some(reason) = reason {
+            self.outputs.push_back(Output::Close {
+                conn: ConnId::from_raw(id),
+                reason,
+            });
+        }
+        self.gc_key(c.key);
+    }
+
+    /// A connection that could not be opened: fail checkouts with `error`: all of the key's
+    /// waiters if nothing else could serve them, else the oldest one.
+    pub(super) fn give_up_conn(
+        &mut self,
+        now: Instant,
+        id: u64,
+        error: CheckoutError,
+        reason: Option<CloseReason>,
+    ) {
+        let key_id = self.conns.get(id).expect("live conn").key;
+        self.counters.connect_failures += 1;
+        self.close_conn(id, reason);
+        let Some(ks) = self.keys.get(key_id) else {
+            return;
+        };
+        let fail_all = ks.gauges.open == 0;
+        while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
+            let token = self.remove_waiter(waiter).token;
+            self.outputs
+                .push_back(Output::CheckoutFailed { token, error });
+            if !fail_all {
+                break;
+            }
+        }
+        self.gc_key(key_id);
+        self.pump(now, key_id);
+    }
+
+    /// A resolution failed: its connections are dropped and every waiter of their keys fails
+    /// with the same cause, at once.
+    pub(super) fn fail_resolution(&mut self, now: Instant, conns: Vec<u64>, error: ResolveError) {
+        let mut keys = Vec::new();
+        for id in conns {
+            keys.push(self.conns.get(id).expect("filtered live").key);
+            self.counters.connect_failures += 1;
+            self.close_conn(id, None);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        for key_id in keys {
+            while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
+                let token = self.remove_waiter(waiter).token;
+                self.outputs.push_back(Output::CheckoutFailed {
+                    token,
+                    error: CheckoutError::Resolve(error),
+                });
+            }
+            self.gc_key(key_id);
+            self.pump(now, key_id);
+        }
+    }
+
+    /// The connections of a finished resolution that still wait for it (others closed since).
+    pub(super) fn still_resolving(&self, resolution: u64, conns: Vec<u64>) -> Vec<u64> {
+        conns
+            .into_iter()
+            .filter(|&c| {
+                matches!(self.conns.get(c), Some(Conn { state: ConnState::Resolving { resolution: r }, .. }) if *r == resolution)
+            })
+            .collect()
+    }
+
+    pub(super) fn remove_waiter(&mut self, waiter: u64) -> Waiter {
+        let deadline = self.waiters.get(waiter).expect("live waiter").deadline;
+        self.timers.remove(deadline, Timer::Waiter(waiter));
+        self.remove_waiter_disarmed(waiter)
+    }
+
+    pub(super) fn remove_waiter_disarmed(&mut self, waiter: u64) -> Waiter {
+        let key_id = self.waiters.get(waiter).expect("live waiter").key;
+        let ks = self.keys.get_mut(key_id).expect("waiter's key is live");
+        ks.waiters.remove(&mut self.waiters, waiter, waiter_links);
+        ks.gauges.waiters -= 1;
+        self.total.waiters -= 1;
+        let w = self.waiters.remove(waiter).expect("live waiter");
+        self.tokens.remove(&w.token);
+        w
+    }
+
+    pub(super) fn finish_drain(&mut self) {
+        if self.state == PoolState::Draining && self.total.open == 0 {
+            self.state = PoolState::Drained;
+            self.outputs.push_back(Output::Drained);
+        }
+    }
+}
