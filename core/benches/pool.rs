@@ -12,8 +12,7 @@ const LOOPBACK: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
 
 /// Opens one connection for `key` and leaves it idle; returns its id.
 fn warm(pool: &mut Pool<Endpoint>, now: Instant, token: u64, key: &Endpoint) -> ConnId {
-    pool.handle_checkout(now, Token(token), key.clone(), None)
-        .unwrap();
+    pool.handle_checkout(now, Token(token), &key, None).unwrap();
     let mut conn = None;
     for _ in 0..4 {
         while let Some(out) = pool.poll_output() {
@@ -41,7 +40,7 @@ fn cache_hit(c: &mut Criterion) {
     c.bench_function("pool/checkout+checkin (cache hit)", |b| {
         b.iter(|| {
             token += 1;
-            pool.handle_checkout(now, Token(token), black_box(key.clone()), None)
+            pool.handle_checkout(now, Token(token), black_box(&key), None)
                 .unwrap();
             let Some(Output::Acquired { conn, .. }) = pool.poll_output() else {
                 unreachable!()
@@ -61,14 +60,13 @@ fn checkout_cancel(c: &mut Criterion) {
     let key = Endpoint::new("http", "bench.test", 80);
     let now = Instant::from_secs(1);
     let conn = warm(&mut pool, now, 0, &key);
-    pool.handle_checkout(now, Token(1), key.clone(), None)
-        .unwrap();
+    pool.handle_checkout(now, Token(1), &key, None).unwrap();
     assert!(matches!(pool.poll_output(), Some(Output::Acquired { conn: c, .. }) if c == conn));
     let mut token = 1;
     c.bench_function("pool/checkout+cancel (queued)", |b| {
         b.iter(|| {
             token += 1;
-            pool.handle_checkout(now, Token(token), black_box(key.clone()), None)
+            pool.handle_checkout(now, Token(token), black_box(&key), None)
                 .unwrap();
             pool.handle_cancel(now, Token(token)).unwrap();
         })

@@ -54,7 +54,7 @@
 //!
 //! for round in 0..3 {
 //!     now = now + Duration::from_millis(10);
-//!     pool.handle_checkout(now, Token(round), key.clone(), None)?;
+//!     pool.handle_checkout(now, Token(round), &key, None)?;
 //!     // Drain the outputs, performing the driver's actions, until there are none.
 //!     while let Some(output) = pool.poll_output() {
 //!         match output {

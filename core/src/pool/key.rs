@@ -1,5 +1,6 @@
 //! What the pool is keyed by.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt::Debug;
 use core::net::{IpAddr, SocketAddr};
@@ -38,8 +39,9 @@ pub struct Endpoint {
     pub host: String,
     /// The port.
     pub port: u16,
-    /// The `(scheme, host, port)` this connection is dedicated to, when connecting through a proxy.
-    pub for_target: Option<(String, String, u16)>,
+    /// The `(scheme, host, port)` this connection is dedicated to, when connecting through a
+    /// proxy. Boxed: it is rare, and keeps the common key (and every output carrying one) small.
+    pub for_target: Option<Box<(String, String, u16)>>,
 }
 
 impl Endpoint {

@@ -205,7 +205,7 @@ impl<K: PoolKey> Pool<K> {
         &mut self,
         now: Instant,
         token: Token,
-        key: K,
+        key: &K,
         deadline: Option<Instant>,
     ) -> Result<(), UsageError> {
         if self.state != PoolState::Running {

@@ -46,7 +46,7 @@ impl Harness {
     /// Checkout and answer resolve/connect at once; returns the acquired conn.
     fn fresh(&mut self, now: Instant, token: u64, k: Endpoint) -> ConnId {
         self.pool
-            .handle_checkout(now, Token(token), k.clone(), None)
+            .handle_checkout(now, Token(token), &k.clone(), None)
             .unwrap();
         loop {
             let out = self.drain();
@@ -210,7 +210,7 @@ fn fresh_then_free_then_immediate_reuse() {
     assert_eq!(h.drain(), []);
     assert_eq!(h.pool.key_stats(&key(80)).idle, 1);
     h.pool
-        .handle_checkout(secs(2), Token(2), key(80), None)
+        .handle_checkout(secs(2), Token(2), &key(80), None)
         .unwrap();
     assert_eq!(
         acquired(&h.drain()),
@@ -228,7 +228,7 @@ fn a_waiter_gets_a_released_connection_deferred() {
     });
     let conn = h.fresh(secs(0), 1, key(80));
     h.pool
-        .handle_checkout(secs(1), Token(2), key(80), None)
+        .handle_checkout(secs(1), Token(2), &key(80), None)
         .unwrap();
     assert_eq!(h.drain(), [], "at its cap the key queues the checkout");
     assert_eq!(h.pool.stats().total.waiters, 1);
@@ -249,7 +249,7 @@ fn waiters_are_served_strictly_fifo() {
     let conn = h.fresh(secs(0), 1, key(80));
     for t in 2..=5 {
         h.pool
-            .handle_checkout(secs(1), Token(t), key(80), None)
+            .handle_checkout(secs(1), Token(t), &key(80), None)
             .unwrap();
     }
     h.pool.handle_cancel(secs(1), Token(3)).unwrap();
@@ -267,7 +267,7 @@ fn waiters_are_served_strictly_fifo() {
 fn cancelling_before_the_connection_exists_keeps_it_for_later() {
     let mut h = Harness::new(Config::default());
     h.pool
-        .handle_checkout(secs(0), Token(1), key(80), None)
+        .handle_checkout(secs(0), Token(1), &key(80), None)
         .unwrap();
     assert!(matches!(h.drain()[..], [Output::Resolve { .. }]));
     h.pool.handle_cancel(secs(1), Token(1)).unwrap();
@@ -284,7 +284,7 @@ fn cancelling_before_the_connection_exists_keeps_it_for_later() {
         Err(UsageError::UnknownToken(Token(1)))
     );
     h.pool
-        .handle_checkout(secs(3), Token(2), key(80), None)
+        .handle_checkout(secs(3), Token(2), &key(80), None)
         .unwrap();
     assert_eq!(
         acquired(&h.drain()),
@@ -320,7 +320,7 @@ fn reuse_restarts_the_keep_alive_clock() {
     let conn = h.fresh(secs(0), 1, key(80));
     h.pool.handle_checkin(secs(0), conn, true).unwrap();
     h.pool
-        .handle_checkout(secs(14), Token(2), key(80), None)
+        .handle_checkout(secs(14), Token(2), &key(80), None)
         .unwrap();
     h.pool.handle_checkin(secs(14), conn, true).unwrap();
     h.drain();
@@ -337,7 +337,7 @@ fn request_timeout_covers_resolving() {
         ..Config::default()
     });
     h.pool
-        .handle_checkout(secs(0), Token(1), key(80), None)
+        .handle_checkout(secs(0), Token(1), &key(80), None)
         .unwrap();
     h.drain();
     assert_eq!(h.pool.poll_timeout(), Some(secs(5)));
@@ -348,7 +348,7 @@ fn request_timeout_covers_resolving() {
     assert_eq!(h.pool.stats().counters.timeouts, 1);
     // A per-checkout deadline wins over the configured one.
     h.pool
-        .handle_checkout(secs(5), Token(2), key(81), Some(secs(6)))
+        .handle_checkout(secs(5), Token(2), &key(81), Some(secs(6)))
         .unwrap();
     h.pool.handle_timeout(secs(6));
     assert_eq!(failed(&h.drain()), [(Token(2), CheckoutError::TimedOut)]);
@@ -362,7 +362,7 @@ fn a_key_at_its_cap_does_not_block_other_keys() {
     });
     let _a = h.fresh(secs(0), 1, key(80));
     h.pool
-        .handle_checkout(secs(0), Token(2), key(80), None)
+        .handle_checkout(secs(0), Token(2), &key(80), None)
         .unwrap();
     assert_eq!(h.drain(), []);
     let b = h.fresh(secs(0), 3, key(81));
@@ -384,7 +384,7 @@ fn the_global_cap_evicts_the_least_recently_used_idle_connection() {
     h.pool.handle_checkin(secs(2), a, true).unwrap();
     h.pool.handle_checkin(secs(3), c, true).unwrap();
     h.pool
-        .handle_checkout(secs(4), Token(4), key(4), None)
+        .handle_checkout(secs(4), Token(4), &key(4), None)
         .unwrap();
     let out = h.drain();
     assert_eq!(
@@ -406,7 +406,7 @@ fn at_the_global_cap_with_nothing_idle_a_key_waits_for_capacity() {
     let a = h.fresh(secs(0), 1, key(1));
     let _b = h.fresh(secs(0), 2, key(1));
     h.pool
-        .handle_checkout(secs(1), Token(3), key(2), None)
+        .handle_checkout(secs(1), Token(3), &key(2), None)
         .unwrap();
     assert_eq!(h.drain(), []);
     // Checking `a` in: nobody waits for key 1, key 2 waits for room: `a` makes room.
@@ -421,16 +421,16 @@ fn at_the_global_cap_with_nothing_idle_a_key_waits_for_capacity() {
 fn one_resolution_per_host_and_its_error_reaches_every_waiter() {
     let mut h = Harness::new(Config::default());
     h.pool
-        .handle_checkout(secs(0), Token(1), key(80), None)
+        .handle_checkout(secs(0), Token(1), &key(80), None)
         .unwrap();
     h.pool
-        .handle_checkout(secs(0), Token(2), key(80), None)
+        .handle_checkout(secs(0), Token(2), &key(80), None)
         .unwrap();
     h.pool
-        .handle_checkout(secs(0), Token(3), key(443), None)
+        .handle_checkout(secs(0), Token(3), &key(443), None)
         .unwrap();
     h.pool
-        .handle_checkout(secs(0), Token(4), other_host(80), None)
+        .handle_checkout(secs(0), Token(4), &other_host(80), None)
         .unwrap();
     let out = h.drain();
     let resolves: Vec<_> = out
@@ -464,7 +464,7 @@ fn a_resolver_that_never_answers_times_out() {
         ..Config::default()
     });
     h.pool
-        .handle_checkout(secs(0), Token(1), key(80), None)
+        .handle_checkout(secs(0), Token(1), &key(80), None)
         .unwrap();
     h.drain();
     h.pool.handle_timeout(secs(3));
@@ -479,7 +479,7 @@ fn a_resolver_that_never_answers_times_out() {
 fn the_next_address_is_tried_when_a_connect_fails() {
     let mut h = Harness::new(Config::default());
     h.pool
-        .handle_checkout(secs(0), Token(1), key(80), None)
+        .handle_checkout(secs(0), Token(1), &key(80), None)
         .unwrap();
     h.drain();
     h.pool
@@ -505,7 +505,7 @@ fn refusal_on_every_address_fails_all_waiters_with_the_real_cause() {
     });
     for t in 1..=3 {
         h.pool
-            .handle_checkout(secs(0), Token(t), key(80), None)
+            .handle_checkout(secs(0), Token(t), &key(80), None)
             .unwrap();
     }
     h.drain();
@@ -535,7 +535,7 @@ fn a_connect_that_hangs_times_out_and_closes() {
         .handle_checkout(
             secs(0),
             Token(1),
-            Endpoint::new("http", "127.0.0.1", 9),
+            &Endpoint::new("http", "127.0.0.1", 9),
             None,
         )
         .unwrap();
@@ -580,7 +580,7 @@ fn checkin_as_not_reusable_closes_and_serves_the_next_waiter_fresh() {
     });
     let conn = h.fresh(secs(0), 1, key(80));
     h.pool
-        .handle_checkout(secs(0), Token(2), key(80), None)
+        .handle_checkout(secs(0), Token(2), &key(80), None)
         .unwrap();
     h.pool.handle_checkin(secs(1), conn, false).unwrap();
     let out = h.drain();
@@ -614,7 +614,7 @@ fn too_many_waiters_is_queue_full() {
     });
     for t in 1..=3 {
         h.pool
-            .handle_checkout(secs(0), Token(t), key(80), None)
+            .handle_checkout(secs(0), Token(t), &key(80), None)
             .unwrap();
     }
     assert_eq!(failed(&h.drain()), [(Token(3), CheckoutError::QueueFull)]);
@@ -631,10 +631,10 @@ fn shutdown_answers_everyone_closes_everything_then_drains_once() {
     h.pool.handle_checkin(secs(0), idle, true).unwrap();
     let _c = h.fresh(secs(0), 3, key(80));
     h.pool
-        .handle_checkout(secs(0), Token(4), key(80), None)
+        .handle_checkout(secs(0), Token(4), &key(80), None)
         .unwrap();
     h.pool
-        .handle_checkout(secs(0), Token(5), key(82), None)
+        .handle_checkout(secs(0), Token(5), &key(82), None)
         .unwrap();
     h.drain();
     h.pool.handle_shutdown(secs(1)).unwrap();
@@ -653,7 +653,7 @@ fn shutdown_answers_everyone_closes_everything_then_drains_once() {
     );
     assert_eq!(h.pool.state(), PoolState::Draining);
     assert_eq!(
-        h.pool.handle_checkout(secs(1), Token(6), key(80), None),
+        h.pool.handle_checkout(secs(1), Token(6), &key(80), None),
         Err(UsageError::ShutDown)
     );
     h.pool.handle_checkin(secs(2), leased, true).unwrap();
@@ -689,7 +689,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     });
     let conn = h.fresh(secs(5), 1, key(80));
     h.pool
-        .handle_checkout(secs(5), Token(2), key(80), None)
+        .handle_checkout(secs(5), Token(2), &key(80), None)
         .unwrap();
     h.drain();
     let before = (h.pool.stats(), h.pool.poll_timeout());
@@ -712,7 +712,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         Err(UsageError::UnknownToken(Token(9)))
     );
     assert_eq!(
-        h.pool.handle_checkout(secs(6), Token(2), key(81), None),
+        h.pool.handle_checkout(secs(6), Token(2), &key(81), None),
         Err(UsageError::DuplicateToken(Token(2)))
     );
     assert!(matches!(
@@ -720,7 +720,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         Err(UsageError::WrongState { .. })
     ));
     assert_eq!(
-        h.pool.handle_checkout(secs(4), Token(3), key(80), None),
+        h.pool.handle_checkout(secs(4), Token(3), &key(80), None),
         Err(UsageError::TimeWentBackwards {
             now: secs(4),
             last: secs(5)
@@ -755,7 +755,7 @@ fn fifo_reuse_takes_the_oldest_idle_connection() {
         h.pool.handle_checkin(secs(1), a, true).unwrap();
         h.pool.handle_checkin(secs(2), b, true).unwrap();
         h.pool
-            .handle_checkout(secs(3), Token(3), key(80), None)
+            .handle_checkout(secs(3), Token(3), &key(80), None)
             .unwrap();
         let got = acquired(&h.drain())[0].1;
         assert_eq!(got, if expect_first { a } else { b }, "{reuse:?}");

@@ -41,8 +41,8 @@ impl<K: PoolKey> Pool<K> {
         }
     }
 
-    pub(super) fn intern_key(&mut self, key: K) -> u64 {
-        if let Some(&id) = self.key_ids.get(&key) {
+    pub(super) fn intern_key(&mut self, key: &K) -> u64 {
+        if let Some(&id) = self.key_ids.get(key) {
             return id;
         }
         let id = self.keys.insert(KeyState {
@@ -52,7 +52,7 @@ impl<K: PoolKey> Pool<K> {
             gauges: Gauges::default(),
             in_blocked: false,
         });
-        self.key_ids.insert(key, id);
+        self.key_ids.insert(key.clone(), id);
         id
     }
 
@@ -142,43 +142,30 @@ impl<K: PoolKey> Pool<K> {
     pub(super) fn set_conn_state(&mut self, id: u64, new: Option<ConnState>) -> Option<Conn> {
         let c = self.conns.get_mut(id).expect("live conn");
         let key_id = c.key;
-        let old = match &new {
-            Some(state) => core::mem::replace(&mut c.state, state.clone()),
-            None => c.state.clone(),
-        };
+        let old = Kind::of(&c.state);
+        let new_kind = new.as_ref().map(Kind::of);
+        if let Some(state) = new {
+            c.state = state;
+        }
         let ks = self.keys.get_mut(key_id).expect("conn's key is live");
-        let gauge = |g: &mut Gauges, state: &ConnState, delta: isize| {
-            let field = match state {
-                ConnState::Resolving { .. } | ConnState::Connecting { .. } => &mut g.connecting,
-                ConnState::Idle { .. } => &mut g.idle,
-                ConnState::Leased => &mut g.leased,
-            };
-            *field = field
-                .checked_add_signed(delta)
-                .expect("gauges never go negative");
-        };
-        gauge(&mut ks.gauges, &old, -1);
-        gauge(&mut self.total, &old, -1);
-        if matches!(old, ConnState::Idle { .. }) {
+        *old.gauge(&mut ks.gauges) -= 1;
+        *old.gauge(&mut self.total) -= 1;
+        if old == Kind::Idle {
             ks.idle.remove(&mut self.conns, id, idle_links);
             self.lru.remove(&mut self.conns, id, lru_links);
         }
-        match new {
-            Some(new) => {
-                gauge(&mut ks.gauges, &new, 1);
-                gauge(&mut self.total, &new, 1);
-                if matches!(new, ConnState::Idle { .. }) {
-                    ks.idle.push_back(&mut self.conns, id, idle_links);
-                    self.lru.push_back(&mut self.conns, id, lru_links);
-                }
-                None
-            }
-            None => {
-                ks.gauges.open -= 1;
-                self.total.open -= 1;
-                self.conns.remove(id)
-            }
+        let Some(new) = new_kind else {
+            ks.gauges.open -= 1;
+            self.total.open -= 1;
+            return self.conns.remove(id);
+        };
+        *new.gauge(&mut ks.gauges) += 1;
+        *new.gauge(&mut self.total) += 1;
+        if new == Kind::Idle {
+            ks.idle.push_back(&mut self.conns, id, idle_links);
+            self.lru.push_back(&mut self.conns, id, lru_links);
         }
+        None
     }
 
     /// Opens a connection for `key_id`: resolving (sharing a resolution in flight) or, for a
@@ -465,6 +452,32 @@ impl<K: PoolKey> Pool<K> {
         if self.state == PoolState::Draining && self.total.open == 0 {
             self.state = PoolState::Drained;
             self.outputs.push_back(Output::Drained);
+        }
+    }
+}
+
+/// Which gauge a connection state counts under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connecting,
+    Idle,
+    Leased,
+}
+
+impl Kind {
+    fn of(state: &ConnState) -> Kind {
+        match state {
+            ConnState::Resolving { .. } | ConnState::Connecting { .. } => Kind::Connecting,
+            ConnState::Idle { .. } => Kind::Idle,
+            ConnState::Leased => Kind::Leased,
+        }
+    }
+
+    fn gauge(self, g: &mut Gauges) -> &mut usize {
+        match self {
+            Kind::Connecting => &mut g.connecting,
+            Kind::Idle => &mut g.idle,
+            Kind::Leased => &mut g.leased,
         }
     }
 }

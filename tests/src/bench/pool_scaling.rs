@@ -94,7 +94,7 @@ impl Workload {
         let token = Token(self.token_key.len() as u64);
         self.token_key.push(k);
         self.pool
-            .handle_checkout(self.now, token, Key(k), deadline)
+            .handle_checkout(self.now, token, &Key(k), deadline)
             .expect("checkout");
         self.queued.push(token);
     }

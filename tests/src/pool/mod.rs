@@ -247,7 +247,7 @@ impl PoolSim {
         assert_eq!(self.drained, 1, "Drained must be emitted exactly once");
         assert_eq!(self.pool.state(), PoolState::Drained);
         assert!(
-            self.pending.is_empty() && self.socks.is_empty(),
+            self.pending.is_empty() & self.socks.is_empty(),
             "left over: {:?} {:?}",
             self.pending,
             self.socks
@@ -269,9 +269,7 @@ impl PoolSim {
         self.next_token += 1;
         let token = Token(self.next_token);
         let deadline = deadline_ms.map(|ms| self.now + Duration::from_millis(u64::from(ms)));
-        let result = self
-            .pool
-            .handle_checkout(self.now, token, key.clone(), deadline);
+        let result = self.pool.handle_checkout(self.now, token, &key, deadline);
         if self.shut_down {
             assert_eq!(result, Err(UsageError::ShutDown));
             return;
@@ -338,7 +336,7 @@ impl PoolSim {
         // A peer may have reset the connection while it was in use: the user sees the error and
         // gives it back as not reusable.
         let reset = self.net.chance(self.config.net.reset_permille);
-        self.return_conn(conn, reusable && !reset);
+        self.return_conn(conn, reusable & !reset);
     }
 
     fn return_conn(&mut self, conn: ConnId, reusable: bool) {
@@ -433,7 +431,7 @@ impl PoolSim {
                     UsageError::TimeWentBackwards { now: earlier, last }
                 };
                 self.refused(
-                    move |p, _| p.handle_checkout(earlier, Token(u64::MAX), key_of(0), None),
+                    move |p, _| p.handle_checkout(earlier, Token(u64::MAX), &key_of(0), None),
                     err,
                 );
             }
@@ -445,7 +443,7 @@ impl PoolSim {
                         UsageError::DuplicateToken(token)
                     };
                     self.refused(
-                        move |p, now| p.handle_checkout(now, token, key_of(0), None),
+                        move |p, now| p.handle_checkout(now, token, &key_of(0), None),
                         err,
                     );
                 }
