@@ -12,7 +12,7 @@ const LOOPBACK: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
 
 /// Opens one connection for `key` and leaves it idle; returns its id.
 fn warm(pool: &mut Pool<Endpoint>, now: Instant, token: u64, key: &Endpoint) -> ConnId {
-    pool.handle_checkout(now, Token(token), &key, None).unwrap();
+    pool.handle_checkout(now, Token(token), key, None).unwrap();
     let mut conn = None;
     for _ in 0..4 {
         while let Some(out) = pool.poll_output() {
