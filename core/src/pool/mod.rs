@@ -220,6 +220,8 @@ impl<K: PoolKey> Pool<K> {
             self.lease(conn, token, FromCache::Immediate);
             return Ok(());
         }
+        // take_idle may have closed the key's last (expired) connection and forgotten the key.
+        let key_id = self.intern_key(key);
         let deadline = deadline.unwrap_or(now + self.config.request_timeout);
         let refusal = if deadline <= now {
             self.counters.timeouts += 1;

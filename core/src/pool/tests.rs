@@ -761,3 +761,26 @@ fn fifo_reuse_takes_the_oldest_idle_connection() {
         assert_eq!(got, if expect_first { a } else { b }, "{reuse:?}");
     }
 }
+
+/// Regression: a checkout at the very instant the key's only idle connection reaches its max
+/// lifetime (before `handle_timeout` ran) closed it, forgot the key, then used the stale key.
+#[test]
+fn checkout_at_the_instant_the_last_idle_connection_expires() {
+    let mut h = Harness::new(Config {
+        max_lifetime: Some(Duration::from_secs(10)),
+        ..Config::default()
+    });
+    let conn = h.fresh(secs(0), 1, key(80));
+    h.pool.handle_checkin(secs(5), conn, true).unwrap();
+    h.drain();
+    h.pool
+        .handle_checkout(secs(10), Token(2), &key(80), None)
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(closes(&out), [(conn, CloseReason::MaxLifetime)]);
+    assert!(
+        matches!(out.last(), Some(Output::Resolve { .. })),
+        "a fresh connection is opened: {out:?}"
+    );
+    assert_eq!(h.pool.stats().total.waiters, 1);
+}

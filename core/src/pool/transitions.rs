@@ -274,9 +274,10 @@ impl<K: PoolKey> Pool<K> {
     }
 
     /// Takes an idle connection of `key_id` in reuse order, closing any past its lifetime.
+    /// Closing the last connection may forget the key: the caller re-interns it.
     pub(super) fn take_idle(&mut self, now: Instant, key_id: u64) -> Option<u64> {
         loop {
-            let ks = self.keys.get(key_id).expect("live key");
+            let ks = self.keys.get(key_id)?;
             let id = match self.config.reuse {
                 Reuse::Lifo => ks.idle.back(),
                 Reuse::Fifo => ks.idle.front(),
