@@ -13,6 +13,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (any::<u8>(), proptest::bool::weighted(0.85)).prop_map(|(pick, reusable)| Op::Checkin { pick, reusable }),
         5 => (0u16..400).prop_map(|ms| Op::Advance { ms }),
         1 => any::<u8>().prop_map(|pick| Op::PeerCloseIdle { pick }),
+        1 => (0u16..300).prop_map(|ms| Op::Stall { ms }),
         1 => any::<u8>().prop_map(|kind| Op::Misuse { kind }),
         1 => Just(Op::Shutdown),
     ]
