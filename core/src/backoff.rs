@@ -225,14 +225,13 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let base = self.next_base;
         self.retries = self.retries.saturating_add(1);
-        let delay = match self.policy {
+        match self.policy {
             BackoffPolicy::Fixed { .. } => base,
             BackoffPolicy::Exponential { jitter, .. } => {
                 self.next_base = self.policy.base_delay(self.retries);
                 self.rng.jitter(base, jitter)
             }
-        };
-        delay
+        }
     }
 
     /// Back to the first delay (after a success that lasted).
