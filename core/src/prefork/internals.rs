@@ -253,6 +253,7 @@ impl Prefork {
     /// An abnormal exit: count it; too many in the window pauses spawning.
     pub(super) fn crashed(&mut self, now: Instant) {
         self.stats.crashes += 1;
+        self.last_crash = Some(now);
         self.prune_crashes(now);
         self.crashes.push_back(now);
         let threshold = self.config.crash_loop_threshold as usize;
@@ -323,8 +324,12 @@ impl Prefork {
         if self.respawn_after.is_some_and(|t| t <= now) {
             self.respawn_after = None;
         }
-        if self.respawn_after.is_none() && self.crashes.is_empty() {
-            // A quiet window: the next crash loop starts from the first delay again.
+        let quiet = self
+            .last_crash
+            .is_none_or(|t| now - t >= self.config.crash_loop_window);
+        if self.respawn_after.is_none() && quiet {
+            // A whole window without abnormal exits: the next crash loop starts from the first
+            // delay again.
             self.respawn_backoff.reset();
         }
         if self.respawn_after.is_none() {

@@ -103,6 +103,8 @@ pub struct Prefork {
     /// Abnormal exits inside the window, oldest first (at most `crash_loop_threshold`).
     crashes: VecDeque<Instant>,
     respawn_backoff: Backoff,
+    /// The latest abnormal exit: the respawn backoff resets a window after it.
+    last_crash: Option<Instant>,
     /// No spawns before this (after a crash loop).
     respawn_after: Option<Instant>,
     /// Where the maintenance timer is armed (while running).
@@ -136,6 +138,7 @@ impl Prefork {
             spawn_rate: 1,
             crashes: VecDeque::new(),
             respawn_backoff,
+            last_crash: None,
             respawn_after: None,
             next_maintenance: None,
             outputs: VecDeque::new(),

@@ -578,3 +578,36 @@ fn same_seed_same_trace() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn respawn_pause_grows_while_crash_loops_continue() {
+    let config = PreforkConfig {
+        start_workers: 0,
+        crash_loop_threshold: 2,
+        ..PreforkConfig::default()
+    };
+    let mut p = Prefork::new(config, 4).unwrap();
+    p.handle_start(ms(0)).unwrap();
+    let mut pauses = Vec::new();
+    let mut now = ms(0);
+    for _ in 0..200 {
+        for o in drain(&mut p) {
+            match o {
+                Output::Spawn(w) => {
+                    p.handle_spawned(now, w).unwrap();
+                    p.handle_exited(now, w, ExitStatus::Code(1)).unwrap();
+                }
+                Output::CrashLoopDetected { respawn_after, .. } => {
+                    pauses.push(respawn_after - now);
+                }
+                _ => {}
+            }
+        }
+        now = p.poll_timeout().unwrap();
+        p.handle_timeout(now);
+    }
+    assert!(pauses.len() >= 4, "{pauses:?}");
+    for pair in pauses.windows(2).take(4) {
+        assert!(pair[1] > pair[0], "pauses must grow: {pauses:?}");
+    }
+}
