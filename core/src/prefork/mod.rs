@@ -22,6 +22,7 @@
 //!   [`Output::AllExited`].
 
 mod config;
+mod input;
 mod internals;
 mod output;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use crate::time::{Instant, TimeGuard};
 use crate::timer::Timers;
 
 pub use config::{PreforkConfig, WORKERS_LIMIT};
+pub use input::Input;
 pub use output::{
     ExitStatus, Output, Phase, Report, Signal, Stats, StopReason, TimeoutKind, WorkerState,
 };

@@ -611,3 +611,49 @@ fn respawn_pause_grows_while_crash_loops_continue() {
         assert!(pair[1] > pair[0], "pauses must grow: {pauses:?}");
     }
 }
+
+#[test]
+fn a_recorded_input_log_replays_exactly() {
+    // Record a run: every input with its time, and what each gave back.
+    let mut p = Prefork::new(PreforkConfig::default(), 5).unwrap();
+    let mut log = Vec::new();
+    let mut trace = Vec::new();
+    let mut apply = |p: &mut Prefork, now, input| {
+        log.push((now, input));
+        let ok = p.handle(now, input).is_ok();
+        trace.push((ok, drain(p)));
+        trace.last().unwrap().1.clone()
+    };
+    let ids = spawns(&apply(&mut p, ms(0), Input::Start));
+    for &id in &ids {
+        apply(&mut p, ms(1), Input::Spawned(id));
+    }
+    for &id in &ids {
+        apply(&mut p, ms(2), Input::Report(id, Report::Ready));
+    }
+    apply(&mut p, ms(3), Input::Exited(ids[0], ExitStatus::Code(2)));
+    let fresh = spawns(&apply(&mut p, ms(1000), Input::Timeout));
+    assert_eq!(fresh.len(), 0, "four idle workers cover min_spare");
+    apply(
+        &mut p,
+        ms(1001),
+        Input::Report(WorkerId::from_raw(999), Report::Busy),
+    );
+    apply(&mut p, ms(1002), Input::Shutdown { graceful: false });
+    for &id in &ids[1..] {
+        apply(&mut p, ms(1003), Input::Exited(id, ExitStatus::Signal(9)));
+    }
+    assert_eq!(
+        trace.last().unwrap().1.last(),
+        Some(&Output::AllExited),
+        "{trace:?}"
+    );
+    assert!(!trace[13].0, "the unknown worker's report was refused");
+    // Replaying the log on a fresh supervisor with the same seed gives the same trace.
+    let mut q = Prefork::new(PreforkConfig::default(), 5).unwrap();
+    let again: Vec<(bool, Vec<Output>)> = log
+        .iter()
+        .map(|&(now, input)| (q.handle(now, input).is_ok(), drain(&mut q)))
+        .collect();
+    assert_eq!(trace, again);
+}

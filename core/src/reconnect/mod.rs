@@ -25,6 +25,7 @@
 //! it writes them, that is the driver's to report; the link does not keep a copy.
 
 mod config;
+mod input;
 mod output;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ use crate::id::{AttemptId, Counter, Token};
 use crate::time::{Instant, TimeGuard};
 
 pub use config::ReconnectConfig;
+pub use input::Input;
 pub use output::{Applied, Cause, Output, Reason, SendError, Sent, State, Stats};
 
 /// The reconnecting link. `M` is the application's message type.

@@ -455,3 +455,39 @@ fn same_seed_same_trace() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn a_recorded_input_log_replays_exactly() {
+    let a1 = AttemptId::from_raw(1);
+    let a2 = AttemptId::from_raw(2);
+    let log: Vec<(Instant, Input<u32>)> = alloc::vec![
+        (secs(0), Input::Subscribe(Token(1))),
+        (secs(0), Input::Send(7)),
+        (secs(0), Input::Start),
+        (secs(1), Input::ConnectFailed(a1, Cause::Refused)),
+        (secs(3), Input::Timeout),
+        (secs(3), Input::Connected(a2)),
+        (secs(4), Input::Send(8)),
+        (secs(5), Input::Disconnected(a2, Cause::Reset)),
+        (secs(9), Input::Timeout),
+        (secs(9), Input::Connected(a1)),
+        (secs(10), Input::Stop),
+    ];
+    let replay = || {
+        let mut link: Reconnect<u32> = Reconnect::new(ReconnectConfig::default(), 11).unwrap();
+        let mut trace = Vec::new();
+        for (now, input) in log.iter().cloned() {
+            let r = link.handle(now, input);
+            trace.push(Output::Undelivered {
+                message: u32::from(r.is_ok()),
+            });
+            trace.extend(drain(&mut link));
+        }
+        (trace, link.stats())
+    };
+    let (a, stats) = replay();
+    assert_eq!(a, replay().0);
+    assert_eq!(stats.connects, 1);
+    assert_eq!(stats.stale_reports, 1);
+    assert_eq!(stats.messages_sent, 2);
+}
