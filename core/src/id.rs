@@ -75,12 +75,10 @@ minted_id!(
 
 /// Mints ids from a counter: the simplest way never to reuse one.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)] // Used by the machines that mint ids from a counter (reconnect, prefork).
 pub(crate) struct Counter {
     next: u64,
 }
 
-#[allow(dead_code)]
 impl Counter {
     /// The next value; starts at 1 so that 0 is never a valid id.
     pub(crate) fn next(&mut self) -> u64 {

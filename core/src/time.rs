@@ -142,21 +142,34 @@ pub(crate) struct TimeGuard {
 }
 
 impl TimeGuard {
-    /// Accepts `now` if it is not earlier than the latest time seen.
+    /// Accepts `now` if it is not earlier than the latest time seen, and remembers it.
     pub(crate) fn check(&mut self, now: Instant) -> Result<(), UsageError> {
+        self.peek(now)?;
+        self.last = now;
+        Ok(())
+    }
+
+    /// Like [`TimeGuard::check`] without remembering `now`: for inputs that validate everything
+    /// before they change anything.
+    pub(crate) fn peek(&self, now: Instant) -> Result<(), UsageError> {
         if now < self.last {
             return Err(UsageError::TimeWentBackwards {
                 now,
                 last: self.last,
             });
         }
-        self.last = now;
         Ok(())
     }
 
     /// Like [`TimeGuard::check`] but answers `false` instead of an error.
     pub(crate) fn advance(&mut self, now: Instant) -> bool {
         self.check(now).is_ok()
+    }
+
+    /// The latest time seen.
+    #[cfg(test)]
+    pub(crate) fn last(&self) -> Instant {
+        self.last
     }
 }
 

@@ -26,20 +26,9 @@ impl Prefork {
         }
     }
 
-    /// Checks `now` without advancing the clock (the input may still be refused).
-    fn time_ok(&self, now: Instant) -> Result<(), UsageError> {
-        if now < self.time.last() {
-            return Err(UsageError::TimeWentBackwards {
-                now,
-                last: self.time.last(),
-            });
-        }
-        Ok(())
-    }
-
     /// The live worker `worker`, after checking `now`.
     pub(super) fn get(&self, now: Instant, worker: WorkerId) -> Result<&Worker, UsageError> {
-        self.time_ok(now)?;
+        self.time.peek(now)?;
         self.workers
             .get(worker.to_raw())
             .ok_or(UsageError::UnknownWorker(worker))

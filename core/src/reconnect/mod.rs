@@ -311,7 +311,7 @@ impl<M> Reconnect<M> {
     /// [`UsageError::WrongState`] if the link is stopped or gave up, or [`UsageError::Full`] if
     /// the outbox is full.
     pub fn handle_send(&mut self, now: Instant, message: M) -> Result<Sent, SendError<M>> {
-        if let Err(error) = self.time_ok(now) {
+        if let Err(error) = self.time.peek(now) {
             return Err(SendError { error, message });
         }
         let refused = match self.state {
@@ -385,18 +385,7 @@ impl<M> Reconnect<M> {
                 reason: "this attempt id was never issued by this link",
             });
         }
-        self.time_ok(now)
-    }
-
-    /// Checks `now` against the clock without advancing it (for inputs that may still fail).
-    fn time_ok(&self, now: Instant) -> Result<(), UsageError> {
-        if now < self.time.last() {
-            return Err(UsageError::TimeWentBackwards {
-                now,
-                last: self.time.last(),
-            });
-        }
-        Ok(())
+        self.time.peek(now)
     }
 
     /// A report for an abandoned attempt: nothing changes but the clock and a counter.
