@@ -17,6 +17,7 @@
 //! See the crate docs for a complete run loop.
 
 mod config;
+mod input;
 mod invariants;
 mod key;
 mod list;
@@ -32,6 +33,7 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 
 pub use config::{Config, Reuse};
+pub use input::Input;
 pub use key::{Endpoint, PoolKey};
 pub use output::{CheckoutError, CloseReason, ConnectError, FromCache, Output, ResolveError};
 pub use stats::{Counters, Gauges, Stats};

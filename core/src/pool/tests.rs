@@ -1,6 +1,8 @@
 //! Unit tests of the pool, one behaviour each. `moor-tests` adds the simulation, the reference
 //! model and proptest.
 
+use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::time::Duration;
@@ -783,4 +785,66 @@ fn checkout_at_the_instant_the_last_idle_connection_expires() {
         "a fresh connection is opened: {out:?}"
     );
     assert_eq!(h.pool.stats().total.waiters, 1);
+}
+
+#[test]
+fn a_recorded_input_log_replays_to_the_same_outputs() {
+    // Record a run as data, replay it into a fresh pool: identical outputs, bit for bit.
+    let host: String = "example.test".into();
+    let log: Vec<(Instant, Input<Endpoint>)> = vec![
+        (
+            secs(0),
+            Input::Checkout {
+                token: Token(1),
+                key: key(80),
+                deadline: None,
+            },
+        ),
+        (
+            secs(0),
+            Input::Checkout {
+                token: Token(2),
+                key: key(80),
+                deadline: Some(secs(3)),
+            },
+        ),
+        (
+            secs(1),
+            Input::Resolved {
+                host: host.clone(),
+                result: Ok(vec![ip(1), ip(2)]),
+            },
+        ),
+        (
+            secs(1),
+            Input::ConnectFailed(ConnId::from_raw(1 << 32), ConnectError::Refused),
+        ),
+        (secs(2), Input::Connected(ConnId::from_raw(1 << 32))),
+        (secs(2), Input::Cancel(Token(2))),
+        (secs(3), Input::Timeout),
+        (secs(4), Input::Shutdown),
+        (
+            secs(5),
+            Input::Checkin {
+                conn: ConnId::from_raw(1 << 32),
+                reusable: true,
+            },
+        ),
+    ];
+    let run = || {
+        let mut pool = Pool::new(Config::default()).unwrap();
+        let mut out = Vec::new();
+        for (now, input) in log.clone() {
+            let result = pool.handle(now, input);
+            out.push(alloc::format!("{result:?}"));
+            while let Some(o) = pool.poll_output() {
+                out.push(alloc::format!("{o:?}"));
+            }
+        }
+        out
+    };
+    let first = run();
+    assert_eq!(first, run());
+    assert!(first.iter().any(|o| o.contains("Fresh")), "{first:?}");
+    assert!(first.iter().any(|o| o.contains("Drained")), "{first:?}");
 }

@@ -1,0 +1,78 @@
+//! The pool's inputs as data, so a recorded `Vec<(Instant, Input<K>)>` replays a run exactly.
+
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+use super::{ConnectError, Pool, PoolKey, ResolveError};
+use crate::error::UsageError;
+use crate::id::{ConnId, Token};
+use crate::time::Instant;
+
+/// One input to a [`Pool`]: what each `handle_*` call takes, as a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<K: PoolKey> {
+    /// [`Pool::handle_checkout`].
+    Checkout {
+        /// The checkout's token.
+        token: Token,
+        /// The key.
+        key: K,
+        /// The optional deadline.
+        deadline: Option<Instant>,
+    },
+    /// [`Pool::handle_cancel`].
+    Cancel(Token),
+    /// [`Pool::handle_checkin`].
+    Checkin {
+        /// The connection.
+        conn: ConnId,
+        /// Whether it may be reused.
+        reusable: bool,
+    },
+    /// [`Pool::handle_resolved`].
+    Resolved {
+        /// The host.
+        host: K::Host,
+        /// Its addresses, or why there are none.
+        result: Result<Vec<IpAddr>, ResolveError>,
+    },
+    /// [`Pool::handle_connected`].
+    Connected(ConnId),
+    /// [`Pool::handle_connect_failed`].
+    ConnectFailed(ConnId, ConnectError),
+    /// [`Pool::handle_idle_closed`].
+    IdleClosed(ConnId),
+    /// [`Pool::handle_shutdown`].
+    Shutdown,
+    /// [`Pool::handle_timeout`].
+    Timeout,
+}
+
+impl<K: PoolKey> Pool<K> {
+    /// Applies one recorded input.
+    ///
+    /// # Errors
+    /// Whatever the matching `handle_*` call returns.
+    pub fn handle(&mut self, now: Instant, input: Input<K>) -> Result<(), UsageError> {
+        match input {
+            Input::Checkout {
+                token,
+                key,
+                deadline,
+            } => self.handle_checkout(now, token, &key, deadline),
+            Input::Cancel(token) => self.handle_cancel(now, token),
+            Input::Checkin { conn, reusable } => self.handle_checkin(now, conn, reusable),
+            Input::Resolved { host, result } => {
+                self.handle_resolved(now, &host, result.as_deref().map_err(|e| *e))
+            }
+            Input::Connected(conn) => self.handle_connected(now, conn),
+            Input::ConnectFailed(conn, cause) => self.handle_connect_failed(now, conn, cause),
+            Input::IdleClosed(conn) => self.handle_idle_closed(now, conn),
+            Input::Shutdown => self.handle_shutdown(now),
+            Input::Timeout => {
+                self.handle_timeout(now);
+                Ok(())
+            }
+        }
+    }
+}
