@@ -2,7 +2,7 @@
 //! supervisor against the reference model in `moor_tests::prefork`.
 
 use moor_core::prefork::{Phase, PreforkConfig};
-use moor_tests::prefork::{Harness, Op, Profile, fuzz, run};
+use moor_tests::prefork::{Harness, Op, Profile, run};
 use proptest::prelude::*;
 
 #[test]
@@ -89,33 +89,6 @@ fn hard_shutdown_kills_at_once() {
         &[Op::Start, Op::Answer, Op::Hang(1), Op::Shutdown(false)],
     );
     assert_eq!(h.sup.phase(), Phase::Exited);
-}
-
-#[test]
-fn fuzz_function_survives_random_inputs() {
-    let mut state = 0x9e37_79b9_u64;
-    for len in 0..2000usize {
-        let bytes: Vec<u8> = (0..len % 600)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect();
-        fuzz(&bytes);
-    }
-}
-
-#[test]
-fn corpus_replays() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/prefork");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        fuzz(&std::fs::read(entry.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 4);
 }
 
 fn op() -> impl Strategy<Value = Op> {

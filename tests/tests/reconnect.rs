@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use moor_core::reconnect::{Output, Reconnect, ReconnectConfig, State};
 use moor_core::{Instant, Token};
-use moor_tests::reconnect::{Harness, Op, Profile, fuzz, run};
+use moor_tests::reconnect::{Harness, Op, Profile, run};
 use proptest::prelude::*;
 
 #[test]
@@ -122,33 +122,6 @@ fn stable_period_resets_backoff() {
         panic!()
     };
     assert!(until - h.now <= Duration::from_millis(1200));
-}
-
-#[test]
-fn fuzz_function_survives_random_inputs() {
-    let mut state = 0x1234_5678_u64;
-    for len in 0..3000usize {
-        let bytes: Vec<u8> = (0..len % 700)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect();
-        fuzz(&bytes);
-    }
-}
-
-#[test]
-fn corpus_replays() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/reconnect");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        fuzz(&std::fs::read(entry.unwrap().path()).unwrap());
-        n += 1;
-    }
-    assert!(n >= 4);
 }
 
 fn op() -> impl Strategy<Value = Op> {
