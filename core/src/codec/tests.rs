@@ -69,10 +69,7 @@ fn crlf_lines_keep_lone_newlines_and_split_straddling_terminators() {
 fn lenient_lines_accept_both_terminators() {
     let (frames, err) = decode_chunked(&mut lines(Terminator::LfOrCrLf, 8), b"x\r\ny\nz\r\r\n", 1);
     assert_eq!(err, None);
-    assert_eq!(
-        frames,
-        vec![b"x".to_vec(), b"y".to_vec(), b"z\r".to_vec()]
-    );
+    assert_eq!(frames, vec![b"x".to_vec(), b"y".to_vec(), b"z\r".to_vec()]);
 }
 
 #[test]
@@ -113,7 +110,12 @@ fn line_encoding_round_trips_and_refuses_what_would_not() {
         assert_eq!(err, None);
         assert_eq!(
             frames,
-            vec![b"a".to_vec(), b"".to_vec(), b"b\rc".to_vec(), b"12345678".to_vec()]
+            vec![
+                b"a".to_vec(),
+                b"".to_vec(),
+                b"b\rc".to_vec(),
+                b"12345678".to_vec()
+            ]
         );
         assert_eq!(
             c.encode(b"123456789", &mut wire),
@@ -129,7 +131,9 @@ fn line_encoding_round_trips_and_refuses_what_would_not() {
         lines(Terminator::CrLf, 8).encode(b"a\r\nb", &mut out),
         Err(EncodeError::ContainsTerminator)
     );
-    lines(Terminator::CrLf, 8).encode(b"a\nb", &mut out).unwrap();
+    lines(Terminator::CrLf, 8)
+        .encode(b"a\nb", &mut out)
+        .unwrap();
     assert_eq!(out, b"a\nb\r\n");
 }
 
@@ -146,7 +150,10 @@ fn blocks_split_input_into_fixed_frames() {
         Err(EncodeError::NotBlockMultiple { block_len: 3 })
     );
     assert_eq!(out, b"abcdef");
-    assert_eq!(BlockCodec::new(0), Err(ConfigError::Zero { field: "block_len" }));
+    assert_eq!(
+        BlockCodec::new(0),
+        Err(ConfigError::Zero { field: "block_len" })
+    );
     assert_eq!(
         LineCodec::new(Terminator::Lf, 0),
         Err(ConfigError::Zero {

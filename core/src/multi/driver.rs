@@ -370,7 +370,10 @@ impl<S> Multi<S> {
 
     pub(super) fn check_drained(&mut self) {
         if self.lifecycle == Lifecycle::Draining && self.conns.is_empty() {
-            debug_assert!(self.timers.is_empty(), "timers left after the last connection");
+            debug_assert!(
+                self.timers.is_empty(),
+                "timers left after the last connection"
+            );
             self.lifecycle = Lifecycle::Drained;
             self.outputs.push_back(Output::Drained);
         }

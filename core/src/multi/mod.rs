@@ -237,7 +237,9 @@ impl<S> Multi<S> {
     /// with `self.time.advance(now)` once every check has passed.
     fn conn(&self, now: Instant, id: ConnId) -> Result<&Conn<S>, UsageError> {
         self.check_time(now)?;
-        self.conns.get(id.to_raw()).ok_or(UsageError::UnknownConn(id))
+        self.conns
+            .get(id.to_raw())
+            .ok_or(UsageError::UnknownConn(id))
     }
 
     fn conn_mut(&mut self, id: ConnId) -> &mut Conn<S> {

@@ -216,7 +216,10 @@ fn shutdown_flushes_then_disconnects_and_refuses_new_sends() {
         drain(&mut m),
         vec![
             Output::Close { conn: id },
-            Output::Disconnected { conn: id, state: 42 }
+            Output::Disconnected {
+                conn: id,
+                state: 42
+            }
         ]
     );
     assert_eq!(m.armed_timers(), 0);
@@ -527,7 +530,9 @@ fn the_input_buffer_is_bounded() {
         .unwrap();
     m.handle_received(t(1), id, &[0; 12]).unwrap();
     let outs = drain(&mut m);
-    assert!(matches!(&outs[1], Output::Error { failure, .. } if failure.operation == Operation::Decode));
+    assert!(
+        matches!(&outs[1], Output::Error { failure, .. } if failure.operation == Operation::Decode)
+    );
 }
 
 #[test]
@@ -569,14 +574,18 @@ fn end_of_file_while_closing_lets_the_flush_finish() {
     let outs = drain(&mut m);
     assert_eq!(
         outs.last(),
-        Some(&Output::Disconnected { conn: id, state: 42 })
+        Some(&Output::Disconnected {
+            conn: id,
+            state: 42
+        })
     );
 }
 
 #[test]
 fn an_io_error_after_connecting_is_an_error_event() {
     let (mut m, id) = connected(Config::default());
-    m.handle_received(t(1), id, b"dropped, no terminator").unwrap();
+    m.handle_received(t(1), id, b"dropped, no terminator")
+        .unwrap();
     let failure = Failure::new(Operation::Read, 104, "Connection reset by peer");
     m.handle_io_error(t(2), id, failure.clone()).unwrap();
     assert_eq!(
@@ -625,7 +634,10 @@ fn misuse_is_refused_with_state_unchanged() {
     assert!(m.handle_eof(t(5), id).is_err());
     let ghost = ConnId::from_raw(999);
     assert_eq!(m.shutdown(t(5), ghost), Err(UsageError::UnknownConn(ghost)));
-    assert_eq!(m.fill_write(ghost, &mut [0; 4]), Err(UsageError::UnknownConn(ghost)));
+    assert_eq!(
+        m.fill_write(ghost, &mut [0; 4]),
+        Err(UsageError::UnknownConn(ghost))
+    );
     assert_eq!(m.read_capacity(ghost), Err(UsageError::UnknownConn(ghost)));
     assert_eq!(m.timeout(ghost), None);
     // An earlier handle_timeout is a no-op.
@@ -661,7 +673,10 @@ fn config_is_validated() {
             max_input_len: 100,
             ..Config::default()
         }),
-        Some(ConfigError::Conflict { field: "framing", .. })
+        Some(ConfigError::Conflict {
+            field: "framing",
+            ..
+        })
     ));
     assert!(bad(Config::default()).is_none());
 }
@@ -718,7 +733,11 @@ fn a_custom_codec_plugs_in() {
 fn per_connection_state_stays_small() {
     // Buffers and codecs allocate nothing until used; the record itself is what an idle
     // connection costs, plus slot bookkeeping and one timer entry.
-    assert!(Multi::<()>::conn_record_len() <= 160, "{}", Multi::<()>::conn_record_len());
+    assert!(
+        Multi::<()>::conn_record_len() <= 160,
+        "{}",
+        Multi::<()>::conn_record_len()
+    );
     let (m, _) = connected(Config::default());
     assert_eq!(m.buffer_capacity(), 0);
 }
