@@ -103,6 +103,7 @@ impl<S> Conn<S> {
         let head = self.input_head as usize + n;
         assert!(head <= self.input.len(), "consumed past the input");
         if head == self.input.len() {
+            // Cleared, not freed: the engine moves the empty buffer to its spare list.
             self.input.clear();
             self.input_head = 0;
         } else {
@@ -139,6 +140,18 @@ impl<S> Conn<S> {
             self.output.drain(..head);
             self.output_head = 0;
         }
+    }
+
+    /// Takes the input buffer if it is empty but allocated, to recycle it.
+    pub(crate) fn take_empty_input(&mut self) -> Option<Vec<u8>> {
+        (self.input.is_empty() && self.input.capacity() > 0)
+            .then(|| core::mem::take(&mut self.input))
+    }
+
+    /// Takes the output buffer if it is empty but allocated, to recycle it.
+    pub(crate) fn take_empty_output(&mut self) -> Option<Vec<u8>> {
+        (self.output.is_empty() && self.output.capacity() > 0)
+            .then(|| core::mem::take(&mut self.output))
     }
 
     /// Heap bytes held by this connection's buffers (capacity, not length).

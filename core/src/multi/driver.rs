@@ -4,7 +4,9 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::conn::{EOF, QUEUED};
-use super::{End, Failure, Lifecycle, Multi, Operation, Output, Phase, decode_failure, rearm};
+use super::{
+    End, Failure, Lifecycle, Multi, Operation, Output, Phase, decode_failure, rearm, recycle,
+};
 use crate::codec::Decoder;
 use crate::error::UsageError;
 use crate::id::ConnId;
@@ -110,7 +112,15 @@ impl<S> Multi<S> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let c = self.conn_mut(id);
+        let c = self
+            .conns
+            .get_mut(id.to_raw())
+            .expect("connection checked just before");
+        if c.input.capacity() == 0
+            && let Some(buf) = self.spare.pop()
+        {
+            c.input = buf;
+        }
         c.compact_input();
         c.input.extend_from_slice(bytes);
         // Lazy re-arm: only the true deadline moves; the timer entry stays where it is.
@@ -144,8 +154,14 @@ impl<S> Multi<S> {
             });
         }
         self.commit(now);
-        let c = self.conn_mut(id);
+        let c = self
+            .conns
+            .get_mut(id.to_raw())
+            .expect("connection checked just before");
         c.consume_output(written);
+        if let Some(buf) = c.take_empty_output() {
+            recycle(&mut self.spare, buf);
+        }
         let remaining = c.pending_output().len();
         let closing = c.phase == Phase::Closing;
         if closing && written > 0 {
@@ -287,6 +303,9 @@ impl<S> Multi<S> {
         match decoded {
             Ok(Some(n)) if n >= 1 && n <= pending_len => {
                 c.consume_input(n);
+                if let Some(buf) = c.take_empty_input() {
+                    recycle(&mut self.spare, buf);
+                }
                 let more = !c.pending_input().is_empty() || eof_now;
                 self.stats.frames_in += 1;
                 self.outputs.push_back(Output::Input { conn: id, frame });

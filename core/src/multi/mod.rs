@@ -191,10 +191,19 @@ pub struct Multi<S> {
     /// Connections with received bytes to decode (each at most once, flagged `QUEUED`; an entry
     /// may outlive its connection and is then skipped).
     decode_queue: VecDeque<ConnId>,
+    /// Emptied frame buffers kept for reuse (at most `SPARE_BUFFERS`, each at most
+    /// `SPARE_BUFFER_CAPACITY`): an idle connection holds no buffer, and a busy one gets a
+    /// recently used, cache-warm buffer without a trip to the allocator.
+    spare: Vec<Vec<u8>>,
     time: TimeGuard,
     lifecycle: Lifecycle,
     stats: Stats,
 }
+
+/// Most spare buffers the engine keeps.
+const SPARE_BUFFERS: usize = 64;
+/// Largest buffer capacity worth keeping as a spare; larger ones are freed.
+const SPARE_BUFFER_CAPACITY: usize = 16 * 1024;
 
 impl<S> Multi<S> {
     /// A new engine with no connections.
@@ -213,6 +222,7 @@ impl<S> Multi<S> {
             timers: Timers::new(),
             outputs: VecDeque::new(),
             decode_queue: VecDeque::new(),
+            spare: Vec::new(),
             time: TimeGuard::default(),
             lifecycle: Lifecycle::Running,
             stats: Stats::default(),
@@ -327,24 +337,33 @@ impl<S> Multi<S> {
             .get_mut(id.to_raw())
             .expect("connection checked just before");
         let was_empty = c.pending_output().is_empty();
+        if c.output.capacity() == 0
+            && let Some(buf) = self.spare.pop()
+        {
+            c.output = buf;
+        }
         c.compact_output();
         let old_len = c.output.len();
         let encoded = match &mut c.codecs {
             Some(codecs) => codecs.encoder.encode(frame, &mut c.output),
             None => framing.encode(frame, &mut c.output),
         };
-        if let Err(e) = encoded {
-            c.output.truncate(old_len);
-            return Err(UsageError::InvalidArgument {
+        let refused = match encoded {
+            Err(e) => Some(UsageError::InvalidArgument {
                 reason: encode_reason(&e),
-            });
-        }
-        if c.pending_output().len() > limit {
-            c.output.truncate(old_len);
-            return Err(UsageError::Full {
+            }),
+            Ok(()) if c.pending_output().len() > limit => Some(UsageError::Full {
                 what: "send queue",
                 limit,
-            });
+            }),
+            Ok(()) => None,
+        };
+        if let Some(err) = refused {
+            c.output.truncate(old_len);
+            if let Some(buf) = c.take_empty_output() {
+                recycle(&mut self.spare, buf);
+            }
+            return Err(err);
         }
         let added = c.output.len() - old_len;
         let notify = was_empty && added > 0 && c.phase == Phase::Connected;
@@ -582,6 +601,14 @@ fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &mut Conn<S>) {
         }
         timers.insert(want, id);
         c.armed = want;
+    }
+}
+
+/// Keeps an emptied buffer as a spare if there is room and it is not too big; frees it
+/// otherwise.
+fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_CAPACITY {
+        spare.push(buf);
     }
 }
 
