@@ -15,7 +15,8 @@
 //! application, and feeds completions back: [`Multi::handle_connected`],
 //! [`Multi::handle_connect_failed`], [`Multi::handle_received`], [`Multi::handle_written`],
 //! [`Multi::handle_eof`], [`Multi::handle_io_error`], and [`Multi::handle_timeout`] when
-//! [`Multi::poll_timeout`] is due.
+//! [`Multi::poll_timeout`] is due. Completions are also data ([`Input`], fed with
+//! [`Multi::handle_input`]), so a run recorded as `Vec<(Instant, Input)>` replays exactly.
 //!
 //! **Writing without a second copy.** `send` encodes the frame once into the connection's queue.
 //! On [`Output::WriteReady`] the driver borrows the queued bytes with [`Multi::pending_write`]
@@ -31,6 +32,12 @@
 //! next frame (the seed's `filter` switch in an `InputEvent`), and the engine never holds more
 //! than `max_input_len` received bytes per connection. After the outputs are drained, every
 //! complete frame has been delivered and the capacity is positive again.
+//!
+//! **Bounds.** `max_connections`, `max_send_queue_len` bytes queued per connection (over it,
+//! `send` fails and queues nothing), `max_input_len` received bytes held per connection (a frame
+//! that cannot complete within it is an `Error`, never unbounded buffering). The output queue
+//! holds only what the calls since the last drain produced: at most three outputs per call
+//! (`shutdown_all`: two per connection), since frames are decoded on demand.
 //!
 //! **Exactly one terminal event per connection**: `ConnectFailed`, `Error`, `TimedOut` or
 //! `Disconnected`, right after the connection's one `Close`. After it, the id is unknown.
@@ -108,11 +115,13 @@ use crate::timer::Timers;
 
 mod config;
 mod conn;
+mod input;
 mod output;
 #[cfg(test)]
 mod tests;
 
 pub use config::Config;
+pub use input::Input;
 pub use output::{Failure, Operation, Output, Phase, Stats};
 
 use conn::{Codecs, Conn, Nanos, QUEUED};

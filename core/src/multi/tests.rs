@@ -741,3 +741,81 @@ fn per_connection_state_stays_small() {
     let (m, _) = connected(Config::default());
     assert_eq!(m.buffer_capacity(), 0);
 }
+
+#[test]
+fn emptied_buffers_are_handed_back_and_reused() {
+    let (mut m, id) = connected(Config::default());
+    m.send(t(1), id, b"ping").unwrap();
+    m.handle_received(t(1), id, b"pong\n").unwrap();
+    assert!(m.buffer_capacity() > 0);
+    drain(&mut m);
+    m.handle_written(t(1), id, 6).unwrap();
+    // Both buffers emptied: the idle connection holds none, the engine keeps them as spares.
+    assert_eq!(m.buffer_capacity(), 0);
+    assert_eq!(m.spare.len(), 2);
+    m.send(t(2), id, b"again").unwrap();
+    assert_eq!(m.spare.len(), 1);
+    assert!(m.buffer_capacity() > 0);
+    // A partial frame keeps its buffer.
+    m.handle_received(t(2), id, b"par").unwrap();
+    drain(&mut m);
+    assert_eq!(m.spare.len(), 0);
+    assert_eq!(m.read_capacity(id), Ok((64 << 10) - 3));
+    // The spare list is bounded.
+    let mut spare = Vec::new();
+    for _ in 0..100 {
+        recycle(&mut spare, Vec::with_capacity(8));
+    }
+    recycle(&mut spare, Vec::with_capacity(1 << 20));
+    assert_eq!(spare.len(), SPARE_BUFFERS);
+}
+
+#[test]
+fn a_recorded_run_replays_bit_for_bit() {
+    let record = vec![
+        (
+            t(1),
+            Input::Connected {
+                conn: ConnId::from_raw(1 << 32),
+                local: addr(9),
+                remote: addr(80),
+            },
+        ),
+        (
+            t(2),
+            Input::Received {
+                conn: ConnId::from_raw(1 << 32),
+                bytes: b"a\nb\n".to_vec(),
+            },
+        ),
+        (
+            t(3),
+            Input::Written {
+                conn: ConnId::from_raw(1 << 32),
+                len: 3,
+            },
+        ),
+        (
+            t(4),
+            Input::Eof {
+                conn: ConnId::from_raw(1 << 32),
+            },
+        ),
+    ];
+    let replay = || {
+        let mut m = engine(Config::default());
+        let id = m.connect(t(0), ConnectOptions::new(addr(80)), 1).unwrap();
+        assert_eq!(id, ConnId::from_raw(1 << 32));
+        m.send(t(0), id, b"x").unwrap();
+        let mut outs = drain(&mut m);
+        for (now, input) in record.clone() {
+            m.handle_input(now, input).unwrap();
+            outs.extend(drain(&mut m));
+        }
+        outs
+    };
+    let first = replay();
+    assert_eq!(first, replay());
+    assert_eq!(inputs(&first), vec![b"a".to_vec(), b"b".to_vec()]);
+    assert!(first.last().unwrap().is_terminal());
+}
