@@ -8,6 +8,10 @@
 //! switchable at run time ([`Multi::set_framing`], [`Multi::set_decoder`],
 //! [`Multi::set_encoder`]), and a send queue with a byte bound.
 //!
+//! The seed's `Initialize` event needs no counterpart: the code right after `connect` returns
+//! runs before anything happens on the wire, and may already set the connection's codecs and
+//! timeouts or queue sends.
+//!
 //! # Driving it
 //!
 //! The driver owns the sockets. It drains [`Multi::poll_output`] to `None` after every call,
