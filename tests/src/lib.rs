@@ -3,14 +3,9 @@
 //! the benchmark scenarios behind `cargo run --release -p moor-tests --bin bench`.
 
 pub mod bench;
+pub mod codec;
 pub mod multi;
 pub mod pool;
 pub mod prefork;
 pub mod reconnect;
 pub mod sim;
-
-/// Codec fuzzing lives with the multi harness.
-pub mod codec {
-    /// Fuzz entry point.
-    pub fn fuzz(_data: &[u8]) {}
-}
