@@ -247,18 +247,10 @@ impl<S> Multi<S> {
         &self.config
     }
 
-    fn check_time(&self, now: Instant) -> Result<(), UsageError> {
-        let last = self.time.last();
-        if now < last {
-            return Err(UsageError::TimeWentBackwards { now, last });
-        }
-        Ok(())
-    }
-
     /// Checks `now` and looks up `id` without changing anything; the caller commits the time
     /// with `self.time.advance(now)` once every check has passed.
     fn conn(&self, now: Instant, id: ConnId) -> Result<&Conn<S>, UsageError> {
-        self.check_time(now)?;
+        self.time.peek(now)?;
         self.conns
             .get(id.to_raw())
             .ok_or(UsageError::UnknownConn(id))
@@ -286,7 +278,7 @@ impl<S> Multi<S> {
         options: ConnectOptions,
         state: S,
     ) -> Result<ConnId, UsageError> {
-        self.check_time(now)?;
+        self.time.peek(now)?;
         if self.lifecycle != Lifecycle::Running {
             return Err(UsageError::ShutDown);
         }
@@ -420,7 +412,7 @@ impl<S> Multi<S> {
     /// # Errors
     /// [`UsageError::TimeWentBackwards`].
     pub fn shutdown_all(&mut self, now: Instant) -> Result<(), UsageError> {
-        self.check_time(now)?;
+        self.time.peek(now)?;
         self.commit(now);
         if self.lifecycle != Lifecycle::Running {
             return Ok(());
