@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod multi;
+pub mod net;
 pub mod pool;
 pub mod prefork;
 pub mod reconnect;

@@ -1,0 +1,2 @@
+//! The `moor` command (placeholder until the demo lands).
+fn main() {}
