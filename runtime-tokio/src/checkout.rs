@@ -85,7 +85,7 @@ impl Future for Checkout {
                 // The cache-hit path: the answer is already in the core's queue.
                 match this.inner.pump(&mut st, Some(token), None) {
                     Some(answer) => {
-                        drop(st);
+                        this.inner.unlock(st);
                         Poll::Ready(answer.map(|lease| this.guard(lease)))
                     }
                     None => {
@@ -97,6 +97,7 @@ impl Future for Checkout {
                             },
                         );
                         this.step = Step::Waiting(token);
+                        this.inner.unlock(st);
                         Poll::Pending
                     }
                 }
@@ -134,7 +135,7 @@ impl Drop for Checkout {
         match slot.result {
             Some(Ok(lease)) => {
                 // Answered but never delivered: the connection goes back, unused.
-                drop(st);
+                self.inner.unlock(st);
                 self.inner.checkin(lease.conn, lease.stream, false);
             }
             Some(Err(_)) => {}
@@ -144,6 +145,7 @@ impl Drop for Checkout {
                     .handle_cancel(now, token)
                     .expect("an unanswered checkout is pending in the core");
                 self.inner.pump(&mut st, None, None);
+                self.inner.unlock(st);
             }
         }
     }

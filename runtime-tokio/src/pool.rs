@@ -91,6 +91,9 @@ pub(crate) struct State {
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
     drained: bool,
+    /// Checkouts to wake once the lock is released (waking under the lock would have them
+    /// run straight into it on another worker).
+    wake: Vec<Waker>,
 }
 
 pub(crate) struct Inner {
@@ -146,6 +149,7 @@ impl Pool {
                 conns: IdMap::default(),
                 driver_deadline: None,
                 drained: false,
+                wake: Vec::new(),
             }),
             origin: tokio::time::Instant::now(),
             rt: rt.clone(),
@@ -211,6 +215,18 @@ impl Inner {
 
     /// The core's clock: nanoseconds since the pool started, never going backwards. Read
     /// under the lock so inputs reach the core in time order.
+    /// Releases the lock, then wakes the checkouts that were answered under it.
+    pub(crate) fn unlock(&self, mut st: MutexGuard<'_, State>) {
+        if st.wake.is_empty() {
+            return;
+        }
+        let wake = std::mem::take(&mut st.wake);
+        drop(st);
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
     pub(crate) fn now(&self, st: &mut State) -> Instant {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let now = Instant::from_nanos(nanos).max(st.last_now);
@@ -229,7 +245,7 @@ impl Inner {
         // Only TimeWentBackwards can come back, and `now` never goes backwards.
         let _ = st.core.handle_shutdown(now);
         self.pump(&mut st, None, None);
-        drop(st);
+        self.unlock(st);
         self.driver.notify_one();
     }
 
@@ -270,11 +286,18 @@ impl Inner {
                     conn,
                     from_cache,
                 } => {
-                    let slot = st.conns.remove(&conn);
-                    let Some(Slot::Parked { stream, waker }) = slot else {
+                    let slot = st
+                        .conns
+                        .get_mut(&conn)
+                        .expect("the core leases open connections");
+                    let placeholder = Slot::Leased {
+                        waker: Waker::noop().clone(),
+                    };
+                    let Slot::Parked { stream, waker } = std::mem::replace(slot, placeholder)
+                    else {
                         unreachable!("the core leases only open, unleased connections");
                     };
-                    st.conns.insert(conn, Slot::Leased { waker });
+                    *slot = Slot::Leased { waker };
                     let lease = Lease {
                         conn,
                         stream,
@@ -351,14 +374,23 @@ impl Inner {
         let reusable = !discard && stream.probe();
         let mut st = self.lock();
         let now = self.now(&mut st);
-        let waker = match st.conns.remove(&conn) {
-            Some(Slot::Leased { waker }) => waker,
-            _ => unreachable!("a lease's connection is leased"),
-        };
         let closing = if reusable {
-            st.conns.insert(conn, Slot::Parked { stream, waker });
+            let slot = st
+                .conns
+                .get_mut(&conn)
+                .expect("a lease's connection is open");
+            let Slot::Leased { waker } = std::mem::replace(
+                slot,
+                Slot::Leased {
+                    waker: Waker::noop().clone(),
+                },
+            ) else {
+                unreachable!("a lease's connection is leased");
+            };
+            *slot = Slot::Parked { stream, waker };
             None
         } else {
+            st.conns.remove(&conn);
             Some(stream)
         };
         st.core
@@ -366,7 +398,7 @@ impl Inner {
             .expect("a lease's connection is leased");
         self.pump(&mut st, None, None);
         self.settle(&mut st, now, conn);
-        drop(st);
+        self.unlock(st);
         // Closing a socket is a system call or two: outside the lock.
         drop(closing);
     }
@@ -389,6 +421,7 @@ impl Inner {
         if answer.is_ok() {
             self.pump(&mut st, None, cause.as_ref());
         }
+        self.unlock(st);
     }
 
     fn connected(
@@ -423,6 +456,7 @@ impl Inner {
                 self.pump(&mut st, None, Some(&connect::shared(e)));
             }
         }
+        self.unlock(st);
     }
 }
 
@@ -433,7 +467,7 @@ fn deliver(st: &mut State, token: Token, result: Result<Lease, Error>) {
         .get_mut(&token)
         .expect("every pending checkout but the caller's has a waiter slot");
     slot.result = Some(result);
-    slot.waker.wake_by_ref();
+    st.wake.push(slot.waker.clone());
 }
 
 /// The driver task: fires the core's timers, handles idle-socket wake-ups, and sleeps until
@@ -447,10 +481,13 @@ async fn drive(inner: Arc<Inner>) {
             st.core.handle_timeout(now);
             inner.pump(&mut st, None, None);
             if st.drained {
+                inner.unlock(st);
                 return;
             }
             st.driver_deadline = st.core.poll_timeout();
-            st.driver_deadline
+            let deadline = st.driver_deadline;
+            inner.unlock(st);
+            deadline
         };
         match deadline {
             Some(at) => {

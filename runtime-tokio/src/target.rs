@@ -13,7 +13,7 @@ use moor_core::pool::{Endpoint, PoolKey};
 /// Connections are shared only between checkouts of equal targets. The scheme `https` or `tls`
 /// makes the connection a TLS one; any other scheme is plain TCP. A target is cheap to clone
 /// (one reference count), so keep one and pass it to every [`Pool::get`](crate::Pool::get).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Eq)]
 pub struct Target(Arc<Parts>);
 
 #[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -140,6 +140,35 @@ impl PoolKey for Target {
 
     fn literal_addr(&self) -> Option<SocketAddr> {
         self.0.literal.map(|ip| SocketAddr::new(ip, self.0.port))
+    }
+}
+
+// Equality and order by content, with a pointer check first: a caller reusing one `Target`
+// (the common case) pays no string comparison on the pool's key lookup.
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Ord for Target {
+    fn cmp(&self, other: &Target) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for Target {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialOrd for Target {
+    fn partial_cmp(&self, other: &Target) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
