@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod codec;
 pub mod multi;
+pub mod net;
 pub mod pool;
 pub mod prefork;
 pub mod reconnect;

@@ -1,7 +1,9 @@
 //! Benchmark scenarios. Each prints lines `name: value unit`, its headline figure last.
 
+pub mod connect_rate;
 pub mod multi_core;
 pub mod pool_scaling;
+pub mod pool_vs_peers;
 pub mod prefork_sim;
 
 /// A scenario: its name on the command line, and the function that runs it.
@@ -25,5 +27,13 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "prefork-sim",
         run: prefork_sim::run,
+    },
+    Scenario {
+        name: "pool-vs-peers",
+        run: pool_vs_peers::run,
+    },
+    Scenario {
+        name: "connect-rate",
+        run: connect_rate::run,
     },
 ];

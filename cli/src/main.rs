@@ -1,0 +1,205 @@
+//! `moor`: see connection pooling pay off on your own machine, with no setup.
+//!
+//! `moor demo` starts a small request/response server on loopback, runs a fixed number of
+//! exchanges through a moor pool and the same number with a fresh connection each, and prints
+//! both rates, the speedup, and the pool's own counters.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use moor_tokio::{Pool, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+#[command(
+    name = "moor",
+    version,
+    about = "Connection management you can watch work"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pooled vs fresh connections against a loopback server started on the spot.
+    Demo {
+        /// Exchanges to run each way.
+        #[arg(long, default_value_t = 20_000)]
+        exchanges: usize,
+        /// Concurrent client tasks.
+        #[arg(long, default_value_t = 8)]
+        tasks: usize,
+        /// Pool size (connections per host).
+        #[arg(long, default_value_t = 8)]
+        pool_size: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("moor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Demo {
+            exchanges,
+            tasks,
+            pool_size,
+        } => rt.block_on(demo(exchanges, tasks.max(1), pool_size.max(1))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("moor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A loopback server answering each 16-byte request with the same 16 bytes, on as many
+/// requests per connection as the client sends. Listens with a backlog of 4096, so bursts of
+/// fresh connections do not overflow the accept queue.
+fn start_server() -> std::io::Result<SocketAddr> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(socket.into())?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                while s.read_exact(&mut buf).await.is_ok() {
+                    if s.write_all(&buf).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> std::io::Result<()> {
+    let msg = *b"moor demo ping!\n";
+    s.write_all(&msg).await?;
+    let mut back = [0u8; 16];
+    s.read_exact(&mut back).await?;
+    Ok(())
+}
+
+fn bar(total: usize, label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total as u64);
+    if std::io::stdout().is_terminal() {
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {per_sec}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(label.to_owned());
+    } else {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb
+}
+
+/// Runs `total` exchanges over `tasks` tasks; `pooled` picks the pool or a fresh connection.
+async fn run(
+    total: usize,
+    tasks: usize,
+    pool: Option<(&Pool, &Target)>,
+    addr: SocketAddr,
+    pb: &ProgressBar,
+) -> Result<Duration, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..tasks {
+        let n = total / tasks + usize::from(i < total % tasks);
+        let pool = pool.map(|(p, t)| (p.clone(), t.clone()));
+        let pb = pb.clone();
+        set.spawn(async move {
+            for _ in 0..n {
+                match &pool {
+                    Some((p, t)) => exchange(&mut p.get(t).await?).await?,
+                    None => {
+                        let mut s = TcpStream::connect(addr).await?;
+                        s.set_nodelay(true)?;
+                        // Close with a reset: thousands of closes in a row would otherwise
+                        // leave as many client ports in TIME_WAIT and make a second run fail.
+                        socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
+                        exchange(&mut s).await?;
+                    }
+                }
+                pb.inc(1);
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r?.map_err(|e| e.to_string())?;
+    }
+    pb.finish_and_clear();
+    Ok(start.elapsed())
+}
+
+async fn demo(
+    exchanges: usize,
+    tasks: usize,
+    pool_size: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let addr = start_server()?;
+    println!("moor demo: {exchanges} request/response exchanges, {tasks} tasks, server {addr}");
+    let pool = Pool::builder()
+        .max_per_key(pool_size)
+        .max_open(pool_size.max(128))
+        .build()?;
+    let target = Target::new("tcp", "127.0.0.1", addr.port());
+    let pooled = run(
+        exchanges,
+        tasks,
+        Some((&pool, &target)),
+        addr,
+        &bar(exchanges, "pooled"),
+    )
+    .await?;
+    let fresh = run(exchanges, tasks, None, addr, &bar(exchanges, "fresh")).await?;
+    let rate = |d: Duration| exchanges as f64 / d.as_secs_f64();
+    let s = pool.stats();
+    println!(
+        "pooled: {:.0} exchanges/s ({:.2} s)",
+        rate(pooled),
+        pooled.as_secs_f64()
+    );
+    println!(
+        "fresh connection each: {:.0} exchanges/s ({:.2} s)",
+        rate(fresh),
+        fresh.as_secs_f64()
+    );
+    println!("speedup: {:.1}x", rate(pooled) / rate(fresh));
+    println!(
+        "pool: {} hits ({} immediate, {} deferred), {} fresh connects, {} open, {} idle",
+        s.counters.immediate + s.counters.deferred,
+        s.counters.immediate,
+        s.counters.deferred,
+        s.counters.fresh,
+        s.total.open,
+        s.total.idle
+    );
+    pool.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Building a [`Pool`]: the core's limits plus socket and TLS options.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moor_core::pool::{Config, Reuse};
+use rustls::ClientConfig;
+
+use crate::error::BuildError;
+use crate::pool::Pool;
+
+/// Socket and TLS options the driver applies to every connection it opens.
+#[derive(Clone, Debug)]
+pub(crate) struct NetOptions {
+    pub(crate) bind_address: Option<IpAddr>,
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) linger: Option<Duration>,
+    pub(crate) tls: Option<Arc<ClientConfig>>,
+}
+
+/// Configures a [`Pool`]. Start from [`Pool::builder`]; every limit defaults to the seed's value
+/// (4 per key, 128 in total, 15 s idle timeout, 120 s request timeout).
+#[derive(Clone, Debug)]
+pub struct Builder {
+    config: Config,
+    net: NetOptions,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            config: Config::default(),
+            net: NetOptions {
+                bind_address: None,
+                nodelay: true,
+                keepalive: None,
+                linger: None,
+                tls: None,
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// Replaces every core limit at once.
+    #[must_use]
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Most connections to one target (default 4).
+    #[must_use]
+    pub fn max_per_key(mut self, n: usize) -> Self {
+        self.config.max_per_key = n;
+        self
+    }
+
+    /// Most connections in total (default 128). At this cap the least recently used idle
+    /// connection of another target is closed to make room.
+    #[must_use]
+    pub fn max_open(mut self, n: usize) -> Self {
+        self.config.max_open = n;
+        self
+    }
+
+    /// How long a connection may stay idle (default 15 s).
+    #[must_use]
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.config.idle_timeout = d;
+        self
+    }
+
+    /// How long a checkout may take in all, unless it gives its own (default 120 s).
+    #[must_use]
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.config.request_timeout = d;
+        self
+    }
+
+    /// How long one resolution or one connect attempt (TCP and TLS handshake) may take
+    /// (default 30 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// Connections older than this are closed instead of reused (default: no limit).
+    #[must_use]
+    pub fn max_lifetime(mut self, d: Option<Duration>) -> Self {
+        self.config.max_lifetime = d;
+        self
+    }
+
+    /// Most checkouts waiting at once (default 65,536); one more fails with `QueueFull`.
+    #[must_use]
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.config.max_waiters = n;
+        self
+    }
+
+    /// Which idle connection is reused first (default: the most recently returned).
+    #[must_use]
+    pub fn reuse(mut self, reuse: Reuse) -> Self {
+        self.config.reuse = reuse;
+        self
+    }
+
+    /// The local address outgoing connections bind to (the seed's `bind_address`). Ignored for
+    /// a destination of the other address family.
+    #[must_use]
+    pub fn bind_address(mut self, ip: IpAddr) -> Self {
+        self.net.bind_address = Some(ip);
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on every connection (default: on, as request/response traffic wants).
+    #[must_use]
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.net.nodelay = on;
+        self
+    }
+
+    /// Turns TCP keepalive on with this idle time before the first probe (default: off).
+    #[must_use]
+    pub fn keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.net.keepalive = idle;
+        self
+    }
+
+    /// Sets `SO_LINGER` (default: unset). `Some(Duration::ZERO)` makes a close a reset, which
+    /// leaves no `TIME_WAIT` behind on very high connection churn.
+    #[must_use]
+    pub fn linger(mut self, linger: Option<Duration>) -> Self {
+        self.net.linger = linger;
+        self
+    }
+
+    /// The rustls client configuration for `https`/`tls` targets. By default certificates are
+    /// verified against the Mozilla roots of `webpki-roots`.
+    #[must_use]
+    pub fn tls_config(mut self, config: Arc<ClientConfig>) -> Self {
+        self.net.tls = Some(config);
+        self
+    }
+
+    /// Builds the pool and starts its driver task on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`BuildError::Config`] if the core refuses the limits, [`BuildError::NoRuntime`] outside
+    /// a tokio runtime.
+    pub fn build(self) -> Result<Pool, BuildError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        Pool::start(self.config, self.net, rt).map_err(BuildError::Config)
+    }
+}
+
+/// A rustls client configuration that verifies servers against the `webpki-roots` CA set.
+pub fn default_tls_config() -> Arc<ClientConfig> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}

@@ -1,0 +1,266 @@
+//! The checkout future and the guard it yields.
+
+use std::future::Future;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use moor_core::pool::{CheckoutError, FromCache};
+use moor_core::{ConnId, Token, UsageError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::Error;
+use crate::pool::{Inner, WaiterSlot};
+use crate::stream::Stream;
+use crate::target::Target;
+
+/// A connection handed to a checkout (inside the driver, before it becomes a guard).
+pub(crate) struct Lease {
+    pub(crate) conn: ConnId,
+    pub(crate) stream: Stream,
+    pub(crate) from_cache: FromCache,
+}
+
+/// The future returned by [`Pool::get`](crate::Pool::get). Dropping it cancels the checkout
+/// wherever it is (queued, resolving, connecting); a connection that was already handed to it
+/// goes back to the pool.
+#[must_use = "a checkout does nothing unless awaited"]
+pub struct Checkout {
+    inner: Arc<Inner>,
+    step: Step,
+}
+
+enum Step {
+    Start {
+        target: Target,
+        timeout: Option<Duration>,
+    },
+    Waiting(Token),
+    Done,
+}
+
+impl Checkout {
+    pub(crate) fn new(inner: Arc<Inner>, target: Target, timeout: Option<Duration>) -> Checkout {
+        Checkout {
+            inner,
+            step: Step::Start { target, timeout },
+        }
+    }
+
+    fn guard(&self, lease: Lease) -> Pooled {
+        Pooled {
+            inner: self.inner.clone(),
+            conn: lease.conn,
+            stream: Some(lease.stream),
+            from_cache: lease.from_cache,
+            discard: false,
+        }
+    }
+}
+
+impl Future for Checkout {
+    type Output = Result<Pooled, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match std::mem::replace(&mut this.step, Step::Done) {
+            Step::Start { target, timeout } => {
+                let mut st = this.inner.lock();
+                let now = this.inner.now(&mut st);
+                // Report idle sockets that woke since the driver last ran, so a checkout does
+                // not get one the reactor already knows is dead.
+                this.inner.check_woken(&mut st, now);
+                let token = Inner::next_token(&mut st);
+                let deadline = timeout.map(|d| now + d);
+                match st.core.handle_checkout(now, token, target, deadline) {
+                    Ok(()) => {}
+                    Err(UsageError::ShutDown) => {
+                        return Poll::Ready(Err(Error::new(CheckoutError::Shutdown, None)));
+                    }
+                    Err(e) => unreachable!("fresh token and monotonic clock: {e}"),
+                }
+                // The cache-hit path: the answer is already in the core's queue.
+                match this.inner.pump(&mut st, Some(token), None) {
+                    Some(answer) => {
+                        this.inner.unlock(st);
+                        Poll::Ready(answer.map(|lease| this.guard(lease)))
+                    }
+                    None => {
+                        st.waiters.insert(
+                            token,
+                            WaiterSlot {
+                                waker: cx.waker().clone(),
+                                result: None,
+                            },
+                        );
+                        this.step = Step::Waiting(token);
+                        this.inner.unlock(st);
+                        Poll::Pending
+                    }
+                }
+            }
+            Step::Waiting(token) => {
+                let mut st = this.inner.lock();
+                let slot = st.waiters.get_mut(&token).expect("our waiter slot");
+                match slot.result.take() {
+                    Some(answer) => {
+                        st.waiters.remove(&token);
+                        drop(st);
+                        Poll::Ready(answer.map(|lease| this.guard(lease)))
+                    }
+                    None => {
+                        if !slot.waker.will_wake(cx.waker()) {
+                            slot.waker = cx.waker().clone();
+                        }
+                        this.step = Step::Waiting(token);
+                        Poll::Pending
+                    }
+                }
+            }
+            Step::Done => panic!("a moor-tokio Checkout was polled after it completed"),
+        }
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Step::Waiting(token) = self.step else {
+            return;
+        };
+        let mut st = self.inner.lock();
+        let slot = st.waiters.remove(&token).expect("our waiter slot");
+        match slot.result {
+            Some(Ok(lease)) => {
+                // Answered but never delivered: the connection goes back, unused.
+                self.inner.unlock(st);
+                self.inner.checkin(lease.conn, lease.stream, false);
+            }
+            Some(Err(_)) => {}
+            None => {
+                let now = self.inner.now(&mut st);
+                st.core
+                    .handle_cancel(now, token)
+                    .expect("an unanswered checkout is pending in the core");
+                self.inner.pump(&mut st, None, None);
+                self.inner.unlock(st);
+            }
+        }
+    }
+}
+
+/// A checked-out connection. Derefs to the [`Stream`] and is itself `AsyncRead + AsyncWrite`.
+/// Dropping it checks the connection back in (closed instead if it has unread data, EOF or an
+/// error); [`Pooled::discard`] closes it.
+pub struct Pooled {
+    inner: Arc<Inner>,
+    conn: ConnId,
+    stream: Option<Stream>,
+    from_cache: FromCache,
+    discard: bool,
+}
+
+impl Pooled {
+    /// Where the connection came from: idle at checkout (`Immediate`), released by another
+    /// user while this checkout waited (`Deferred`), or opened for it (`Fresh`).
+    pub fn from_cache(&self) -> FromCache {
+        self.from_cache
+    }
+
+    /// The pool's id of this connection (stable for its whole life, never reused).
+    pub fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Closes the connection instead of returning it to the pool.
+    pub fn discard(mut self) {
+        self.discard = true;
+    }
+
+    /// Marks the connection as not reusable; it is closed when the guard drops.
+    pub fn mark_broken(&mut self) {
+        self.discard = true;
+    }
+
+    fn stream_mut(&mut self) -> &mut Stream {
+        self.stream.as_mut().expect("present until drop")
+    }
+}
+
+impl Deref for Pooled {
+    type Target = Stream;
+    fn deref(&self) -> &Stream {
+        self.stream.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Stream {
+        self.stream_mut()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.inner.checkin(self.conn, stream, self.discard);
+        }
+    }
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("conn", &self.conn)
+            .field("from_cache", &self.from_cache)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Checkout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Checkout")
+    }
+}
+
+impl AsyncRead for Pooled {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pooled {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().stream_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().stream_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        (**self).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().stream_mut()).poll_shutdown(cx)
+    }
+}

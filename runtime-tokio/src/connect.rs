@@ -1,0 +1,111 @@
+//! The driver's two slow actions, each run as its own task: resolving a host and opening a
+//! connection (TCP, then TLS when the target asks for it).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use moor_core::pool::{ConnectError, ResolveError};
+use rustls::pki_types::ServerName;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::builder::{NetOptions, default_tls_config};
+use crate::stream::Stream;
+use crate::target::Target;
+
+/// Looks `host` up with tokio's resolver (the system's, on a blocking thread).
+pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, (ResolveError, io::Error)> {
+    match tokio::net::lookup_host((host, 0)).await {
+        Ok(addrs) => {
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for a in addrs {
+                if !ips.contains(&a.ip()) {
+                    ips.push(a.ip());
+                }
+            }
+            Ok(ips)
+        }
+        Err(e) => {
+            // getaddrinfo's "no such name" arrives as an uncategorised error; its text is the
+            // only stable sign of it.
+            let text = e.to_string();
+            let kind = if text.contains("not known") || text.contains("No address") {
+                ResolveError::NotFound
+            } else {
+                ResolveError::Failed {
+                    code: e.raw_os_error(),
+                }
+            };
+            Err((kind, e))
+        }
+    }
+}
+
+/// Opens a connection to `addr` for `target`, with the pool's socket options and, for TLS
+/// targets, a verified handshake with SNI from the target's host.
+pub(crate) async fn open(
+    net: &NetOptions,
+    target: &Target,
+    addr: SocketAddr,
+) -> Result<Stream, (ConnectError, io::Error)> {
+    let tcp = open_tcp(net, addr).await.map_err(|e| (classify(&e), e))?;
+    if !target.is_tls() {
+        return Ok(Stream::Tcp(tcp));
+    }
+    let config = net.tls.clone().unwrap_or_else(default_tls_config);
+    let name = ServerName::try_from(target.host().to_owned()).map_err(|e| {
+        (
+            ConnectError::Handshake,
+            io::Error::new(io::ErrorKind::InvalidInput, e),
+        )
+    })?;
+    let tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| (ConnectError::Handshake, e))?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+async fn open_tcp(net: &NetOptions, addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    if net.nodelay {
+        socket.set_tcp_nodelay(true)?;
+    }
+    if let Some(idle) = net.keepalive {
+        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    if net.linger.is_some() {
+        socket.set_linger(net.linger)?;
+    }
+    if let Some(ip) = net.bind_address
+        && ip.is_ipv4() == addr.is_ipv4()
+    {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    socket.connect(addr).await
+}
+
+fn classify(e: &io::Error) -> ConnectError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+        io::ErrorKind::TimedOut => ConnectError::TimedOut,
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
+            ConnectError::Unreachable
+        }
+        _ => ConnectError::Other {
+            code: e.raw_os_error(),
+        },
+    }
+}
+
+/// The io error wrapped for sharing among every checkout it fails.
+pub(crate) fn shared(e: io::Error) -> Arc<io::Error> {
+    Arc::new(e)
+}

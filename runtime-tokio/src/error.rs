@@ -1,0 +1,106 @@
+//! The error a checkout ends with, and the error building a pool can give.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use moor_core::ConfigError;
+use moor_core::pool::{CheckoutError, ConnectError};
+
+/// Why [`Pool::get`](crate::Pool::get) gave no connection: the core's cause, plus the
+/// operating system's or TLS library's error behind it when there is one (for example
+/// "invalid peer certificate: UnknownIssuer").
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: CheckoutError,
+    source: Option<Arc<io::Error>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: CheckoutError, source: Option<Arc<io::Error>>) -> Error {
+        Error { kind, source }
+    }
+
+    /// The cause as the pool core classifies it.
+    pub fn kind(&self) -> CheckoutError {
+        self.kind
+    }
+
+    /// The I/O (or TLS) error behind a connect or resolve failure, if any.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source.as_deref()
+    }
+
+    /// Whether the checkout's deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.kind,
+            CheckoutError::TimedOut | CheckoutError::Connect(ConnectError::TimedOut)
+        )
+    }
+
+    /// Whether the peer refused the connection (nothing listening).
+    pub fn is_refused(&self) -> bool {
+        self.kind == CheckoutError::Connect(ConnectError::Refused)
+    }
+
+    /// Whether the pool is shutting down.
+    pub fn is_shutdown(&self) -> bool {
+        self.kind == CheckoutError::Shutdown
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(e) => write!(f, "{}: {e}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.source {
+            Some(e) => Some(&**e),
+            None => Some(&self.kind),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match e.kind {
+            CheckoutError::TimedOut | CheckoutError::Connect(ConnectError::TimedOut) => {
+                io::ErrorKind::TimedOut
+            }
+            CheckoutError::Connect(ConnectError::Refused) => io::ErrorKind::ConnectionRefused,
+            CheckoutError::Resolve(_) => io::ErrorKind::NotFound,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Why [`Builder::build`](crate::Builder::build) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The core refused the configuration.
+    Config(ConfigError),
+    /// `build` was called outside a tokio runtime (the pool needs one for its driver task).
+    NoRuntime,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Config(e) => write!(f, "{e}"),
+            BuildError::NoRuntime => {
+                f.write_str("a moor-tokio pool must be built inside a tokio runtime")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

@@ -1,0 +1,50 @@
+//! # moor-tokio
+//!
+//! The moor keep-alive connection pool on tokio: real TCP sockets (with `socket2` options),
+//! DNS through tokio's resolver, TLS through rustls with verified certificates, and health
+//! checks that never hand out a connection the pool knows is stale.
+//!
+//! Every decision (caps, FIFO hand-off, LRU eviction, deadlines, DNS coalescing) is made by the
+//! sans-IO core in [`moor_core::pool`]; this crate only performs the core's actions and feeds
+//! the results back. A checkout that finds an idle connection completes inside its first poll,
+//! under one short lock, without a hop through another task.
+//!
+//! ```no_run
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = moor_tokio::Pool::builder().max_per_key(8).build()?;
+//! let target: moor_tokio::Target = "tcp://127.0.0.1:7000".parse()?;
+//! let mut conn = pool.get(&target).await?;
+//! conn.write_all(b"ping\n").await?;
+//! let mut reply = [0u8; 5];
+//! conn.read_exact(&mut reply).await?;
+//! drop(conn); // back to the pool: the next get reuses it
+//! println!("{:?}", pool.stats());
+//! pool.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Health: a connection checked in with unread data, EOF or an error is closed instead of kept.
+//! While a connection is idle, its socket's readiness is watched through tokio's reactor (a
+//! waker per connection, no task, no extra system call); data or a close from the peer gets it
+//! dropped at once.
+
+mod builder;
+mod checkout;
+mod connect;
+mod error;
+mod pool;
+mod stream;
+mod target;
+
+pub use builder::{Builder, default_tls_config};
+pub use checkout::{Checkout, Pooled};
+pub use error::{BuildError, Error};
+pub use pool::Pool;
+pub use stream::Stream;
+pub use target::{ParseTargetError, Target};
+
+pub use moor_core::pool::{
+    CheckoutError, Config, ConnectError, Counters, FromCache, Gauges, ResolveError, Reuse, Stats,
+};
+pub use rustls;

@@ -1,0 +1,503 @@
+//! The pool handle, the shared state behind it, and the driver: the one place that turns the
+//! core's outputs into actions.
+//!
+//! Every path (a `get` on the cache-hit path, a guard's drop, a connect task finishing, the
+//! driver's timer) does the same thing under one short `std::sync::Mutex`: feed the core an
+//! input, then drain [`CorePool::poll_output`] to `None`, performing each action. The lock is
+//! never held across an `.await`; slow work (resolve, connect, TLS) runs in spawned tasks that
+//! come back through the same door.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, Stats};
+use moor_core::{ConfigError, ConnId, Instant, Token};
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+
+use crate::builder::{Builder, NetOptions};
+use crate::checkout::{Checkout, Lease};
+use crate::connect;
+use crate::error::Error;
+use crate::stream::Stream;
+use crate::target::Target;
+
+/// A keep-alive connection pool on tokio. Cheap to clone; every clone is the same pool.
+///
+/// Dropping the last clone shuts the pool down (as [`Pool::shutdown`] does, without waiting).
+#[derive(Clone)]
+pub struct Pool {
+    handle: Arc<Handle>,
+}
+
+/// Shuts the pool down when the last user handle goes (the driver and guards keep `Inner`).
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.begin_shutdown();
+    }
+}
+
+/// A fast hasher for the core's ids (already unique u64s).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// What the driver holds for each connection the core knows.
+pub(crate) enum Slot {
+    /// A connect task is running.
+    Connecting(AbortHandle),
+    /// Open and not leased: idle, or just connected/returned and about to be handed over.
+    Parked { stream: Stream, waker: Waker },
+    /// Leased: the guard holds the stream.
+    Leased { waker: Waker },
+}
+
+/// A checkout that is waiting for its answer.
+pub(crate) struct WaiterSlot {
+    pub(crate) waker: Waker,
+    pub(crate) result: Option<Result<Lease, Error>>,
+}
+
+pub(crate) struct State {
+    pub(crate) core: CorePool<Target>,
+    last_now: Instant,
+    next_token: u64,
+    pub(crate) waiters: IdMap<Token, WaiterSlot>,
+    pub(crate) conns: IdMap<ConnId, Slot>,
+    /// The deadline the driver sleeps until (`None`: until notified).
+    driver_deadline: Option<Instant>,
+    drained: bool,
+    /// Checkouts to wake once the lock is released (waking under the lock would have them
+    /// run straight into it on another worker).
+    wake: Vec<Waker>,
+}
+
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    origin: tokio::time::Instant,
+    rt: tokio::runtime::Handle,
+    net: NetOptions,
+    /// Wakes the driver: a new earlier deadline, idle activity, or shutdown.
+    driver: Notify,
+    /// Idle connections whose socket showed activity, reported by their wakers.
+    woken: Mutex<Vec<ConnId>>,
+    woken_any: AtomicBool,
+    drained: watch::Sender<bool>,
+}
+
+/// Wakes the driver when an idle connection's socket becomes readable (data, EOF, error).
+struct IdleWaker {
+    conn: ConnId,
+    inner: Weak<Inner>,
+}
+
+impl Wake for IdleWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.woken.lock().unwrap().push(self.conn);
+            inner.woken_any.store(true, Ordering::Release);
+            inner.driver.notify_one();
+        }
+    }
+}
+
+impl Pool {
+    /// A builder with the seed's defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn start(
+        config: Config,
+        net: NetOptions,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Pool, ConfigError> {
+        let core = CorePool::new(config)?;
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                core,
+                last_now: Instant::ZERO,
+                next_token: 0,
+                waiters: IdMap::default(),
+                conns: IdMap::default(),
+                driver_deadline: None,
+                drained: false,
+                wake: Vec::new(),
+            }),
+            origin: tokio::time::Instant::now(),
+            rt: rt.clone(),
+            net,
+            driver: Notify::new(),
+            woken: Mutex::new(Vec::new()),
+            woken_any: AtomicBool::new(false),
+            drained: watch::Sender::new(false),
+        });
+        rt.spawn(drive(inner.clone()));
+        Ok(Pool {
+            handle: Arc::new(Handle { inner }),
+        })
+    }
+
+    /// Checks out a connection to `target`: an idle one at once if there is one (no task hop),
+    /// else the oldest-first wait for a released or new connection, bounded by the pool's
+    /// request timeout. Dropping the future cancels the checkout at any stage.
+    pub fn get(&self, target: &Target) -> Checkout {
+        Checkout::new(self.handle.inner.clone(), target.clone(), None)
+    }
+
+    /// As [`Pool::get`], with this checkout's own deadline `timeout` from now.
+    pub fn get_timeout(&self, target: &Target, timeout: Duration) -> Checkout {
+        Checkout::new(self.handle.inner.clone(), target.clone(), Some(timeout))
+    }
+
+    /// Gauges over all targets and the counters (hits, misses, timeouts, evictions …).
+    pub fn stats(&self) -> Stats {
+        self.handle.inner.lock().core.stats()
+    }
+
+    /// Gauges of one target.
+    pub fn key_stats(&self, target: &Target) -> Gauges {
+        self.handle.inner.lock().core.key_stats(target)
+    }
+
+    /// Shuts the pool down: every waiting checkout fails with a shutdown error, idle
+    /// connections close, and new checkouts are refused. Resolves once every leased
+    /// connection has come back (and been closed).
+    pub async fn shutdown(&self) {
+        let inner = &self.handle.inner;
+        inner.begin_shutdown();
+        let mut rx = inner.drained.subscribe();
+        // The sender lives in `inner`, which we hold: the wait ends only by draining.
+        let _ = rx.wait_for(|drained| *drained).await;
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock is an internal invariant violation; keep going is wrong.
+        self.state.lock().expect("moor-tokio pool state poisoned")
+    }
+
+    /// The core's clock: nanoseconds since the pool started, never going backwards. Read
+    /// under the lock so inputs reach the core in time order.
+    /// Releases the lock, then wakes the checkouts that were answered under it.
+    pub(crate) fn unlock(&self, mut st: MutexGuard<'_, State>) {
+        if st.wake.is_empty() {
+            return;
+        }
+        let wake = std::mem::take(&mut st.wake);
+        drop(st);
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn now(&self, st: &mut State) -> Instant {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = Instant::from_nanos(nanos).max(st.last_now);
+        st.last_now = now;
+        now
+    }
+
+    pub(crate) fn next_token(st: &mut State) -> Token {
+        st.next_token += 1;
+        Token(st.next_token)
+    }
+
+    fn begin_shutdown(self: &Arc<Self>) {
+        let mut st = self.lock();
+        let now = self.now(&mut st);
+        // Only TimeWentBackwards can come back, and `now` never goes backwards.
+        let _ = st.core.handle_shutdown(now);
+        self.pump(&mut st, None, None);
+        self.unlock(st);
+        self.driver.notify_one();
+    }
+
+    /// Drains the core's outputs and performs them. An answer for `mine` is returned instead
+    /// of being delivered (the caller is the checkout itself, on the cache-hit path). `cause`
+    /// is the I/O error behind the input just fed, attached to the failures it produced.
+    pub(crate) fn pump(
+        self: &Arc<Self>,
+        st: &mut State,
+        mine: Option<Token>,
+        cause: Option<&Arc<io::Error>>,
+    ) -> Option<Result<Lease, Error>> {
+        let mut answer = None;
+        while let Some(output) = st.core.poll_output() {
+            match output {
+                Output::Resolve { host } => {
+                    let inner = self.clone();
+                    self.rt.spawn(async move {
+                        let result = connect::resolve(&host).await;
+                        inner.resolved(&host, result);
+                    });
+                }
+                Output::Connect { conn, key, addr } => {
+                    let inner = self.clone();
+                    let task = self.rt.spawn(async move {
+                        let result = connect::open(&inner.net, &key, addr).await;
+                        inner.connected(conn, result);
+                    });
+                    st.conns.insert(conn, Slot::Connecting(task.abort_handle()));
+                }
+                Output::Close { conn, .. } => match st.conns.remove(&conn) {
+                    Some(Slot::Connecting(task)) => task.abort(),
+                    // Dropping the stream closes the socket.
+                    Some(Slot::Parked { .. } | Slot::Leased { .. }) | None => {}
+                },
+                Output::Acquired {
+                    token,
+                    conn,
+                    from_cache,
+                } => {
+                    let slot = st
+                        .conns
+                        .get_mut(&conn)
+                        .expect("the core leases open connections");
+                    let placeholder = Slot::Leased {
+                        waker: Waker::noop().clone(),
+                    };
+                    let Slot::Parked { stream, waker } = std::mem::replace(slot, placeholder)
+                    else {
+                        unreachable!("the core leases only open, unleased connections");
+                    };
+                    *slot = Slot::Leased { waker };
+                    let lease = Lease {
+                        conn,
+                        stream,
+                        from_cache,
+                    };
+                    if Some(token) == mine {
+                        answer = Some(Ok(lease));
+                    } else {
+                        deliver(st, token, Ok(lease));
+                    }
+                }
+                Output::CheckoutFailed { token, error } => {
+                    let detail = match error {
+                        CheckoutError::Connect(_) | CheckoutError::Resolve(_) => cause.cloned(),
+                        _ => None,
+                    };
+                    let err = Error::new(error, detail);
+                    if Some(token) == mine {
+                        answer = Some(Err(err));
+                    } else {
+                        deliver(st, token, Err(err));
+                    }
+                }
+                Output::Drained => {
+                    st.drained = true;
+                    self.drained.send_replace(true);
+                    self.driver.notify_one();
+                }
+                _ => {}
+            }
+        }
+        if let Some(next) = st.core.poll_timeout()
+            && st.driver_deadline.is_none_or(|d| next < d)
+        {
+            st.driver_deadline = Some(next);
+            self.driver.notify_one();
+        }
+        answer
+    }
+
+    /// After the core kept `conn` (checked in or connected) and the outputs are drained: if it
+    /// is still parked it is idle, so watch its socket; a socket that is not healthy is reported
+    /// as closed by the peer.
+    fn settle(self: &Arc<Self>, st: &mut State, now: Instant, conn: ConnId) {
+        let Some(Slot::Parked { stream, waker }) = st.conns.get_mut(&conn) else {
+            return;
+        };
+        if stream.watch_idle(waker) {
+            return;
+        }
+        st.core
+            .handle_idle_closed(now, conn)
+            .expect("a parked connection after draining is idle");
+        self.pump(st, None, None);
+    }
+
+    /// Looks at the idle connections whose sockets woke up: closes the ones that are not healthy
+    /// any more (data, EOF, error) and re-arms the others.
+    pub(crate) fn check_woken(self: &Arc<Self>, st: &mut State, now: Instant) {
+        if !self.woken_any.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let ids = std::mem::take(&mut *self.woken.lock().unwrap());
+        for conn in ids {
+            // Leased since, or closed: the waker was stale.
+            self.settle(st, now, conn);
+        }
+    }
+
+    /// A leased connection comes back. Called by the guard's drop and by a checkout future
+    /// dropped after its answer arrived.
+    pub(crate) fn checkin(self: &Arc<Self>, conn: ConnId, mut stream: Stream, discard: bool) {
+        // The probe touches only this stream: do it before taking the lock.
+        let reusable = !discard && stream.probe();
+        let mut st = self.lock();
+        let now = self.now(&mut st);
+        let closing = if reusable {
+            let slot = st
+                .conns
+                .get_mut(&conn)
+                .expect("a lease's connection is open");
+            let Slot::Leased { waker } = std::mem::replace(
+                slot,
+                Slot::Leased {
+                    waker: Waker::noop().clone(),
+                },
+            ) else {
+                unreachable!("a lease's connection is leased");
+            };
+            *slot = Slot::Parked { stream, waker };
+            None
+        } else {
+            st.conns.remove(&conn);
+            Some(stream)
+        };
+        st.core
+            .handle_checkin(now, conn, reusable)
+            .expect("a lease's connection is leased");
+        self.pump(&mut st, None, None);
+        self.settle(&mut st, now, conn);
+        self.unlock(st);
+        // Closing a socket is a system call or two: outside the lock.
+        drop(closing);
+    }
+
+    fn resolved(
+        self: &Arc<Self>,
+        host: &Arc<str>,
+        result: Result<Vec<std::net::IpAddr>, (moor_core::pool::ResolveError, io::Error)>,
+    ) {
+        let mut st = self.lock();
+        let now = self.now(&mut st);
+        let (answer, cause) = match result {
+            Ok(ips) => (st.core.handle_resolved(now, host, Ok(&ips)), None),
+            Err((kind, e)) => (
+                st.core.handle_resolved(now, host, Err(kind)),
+                Some(connect::shared(e)),
+            ),
+        };
+        // An error means the resolution timed out or the pool shut down: the answer is late.
+        if answer.is_ok() {
+            self.pump(&mut st, None, cause.as_ref());
+        }
+        self.unlock(st);
+    }
+
+    fn connected(
+        self: &Arc<Self>,
+        conn: ConnId,
+        result: Result<Stream, (moor_core::pool::ConnectError, io::Error)>,
+    ) {
+        let mut st = self.lock();
+        if !matches!(st.conns.get(&conn), Some(Slot::Connecting(_))) {
+            // Closed while connecting (timeout, shutdown): drop whatever we got.
+            return;
+        }
+        let now = self.now(&mut st);
+        match result {
+            Ok(stream) => {
+                let waker = Waker::from(Arc::new(IdleWaker {
+                    conn,
+                    inner: Arc::downgrade(self),
+                }));
+                st.conns.insert(conn, Slot::Parked { stream, waker });
+                st.core
+                    .handle_connected(now, conn)
+                    .expect("a connecting slot is a connecting connection");
+                self.pump(&mut st, None, None);
+                self.settle(&mut st, now, conn);
+            }
+            Err((kind, e)) => {
+                st.conns.remove(&conn);
+                st.core
+                    .handle_connect_failed(now, conn, kind)
+                    .expect("a connecting slot is a connecting connection");
+                self.pump(&mut st, None, Some(&connect::shared(e)));
+            }
+        }
+        self.unlock(st);
+    }
+}
+
+/// Hands an answer to a waiting checkout and wakes it.
+fn deliver(st: &mut State, token: Token, result: Result<Lease, Error>) {
+    let slot = st
+        .waiters
+        .get_mut(&token)
+        .expect("every pending checkout but the caller's has a waiter slot");
+    slot.result = Some(result);
+    st.wake.push(slot.waker.clone());
+}
+
+/// The driver task: fires the core's timers, handles idle-socket wake-ups, and sleeps until
+/// the next deadline or a notification. Ends when the pool has drained.
+async fn drive(inner: Arc<Inner>) {
+    loop {
+        let deadline = {
+            let mut st = inner.lock();
+            let now = inner.now(&mut st);
+            inner.check_woken(&mut st, now);
+            st.core.handle_timeout(now);
+            inner.pump(&mut st, None, None);
+            if st.drained {
+                inner.unlock(st);
+                return;
+            }
+            st.driver_deadline = st.core.poll_timeout();
+            let deadline = st.driver_deadline;
+            inner.unlock(st);
+            deadline
+        };
+        match deadline {
+            Some(at) => {
+                let at = inner.origin + at.since_origin();
+                tokio::select! {
+                    () = inner.driver.notified() => {}
+                    () = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => inner.driver.notified().await,
+        }
+    }
+}

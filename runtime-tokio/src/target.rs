@@ -1,0 +1,241 @@
+//! What a checkout asks for: a [`Target`], the pool key of this adapter.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use moor_core::pool::{Endpoint, PoolKey};
+
+/// Where to connect: scheme, host and port, plus an optional target the connection is
+/// dedicated to (the seed's `for_scheme/for_addr/for_port`, for proxies).
+///
+/// Connections are shared only between checkouts of equal targets. The scheme `https` or `tls`
+/// makes the connection a TLS one; any other scheme is plain TCP. A target is cheap to clone
+/// (one reference count), so keep one and pass it to every [`Pool::get`](crate::Pool::get).
+#[derive(Clone, Eq)]
+pub struct Target(Arc<Parts>);
+
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Parts {
+    scheme: Box<str>,
+    host: Arc<str>,
+    port: u16,
+    for_target: Option<(Box<str>, Box<str>, u16)>,
+    /// Derived from `host` once, so a fresh connect to a literal IP skips resolution cheaply.
+    literal: Option<IpAddr>,
+}
+
+/// Why a string is not a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseTargetError(&'static str);
+
+impl fmt::Display for ParseTargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid target: {}", self.0)
+    }
+}
+
+impl std::error::Error for ParseTargetError {}
+
+impl Target {
+    /// A target for `scheme://host:port`. `host` is a name or a literal IP (`::1` or `[::1]`).
+    pub fn new(scheme: &str, host: &str, port: u16) -> Target {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Target(Arc::new(Parts {
+            scheme: scheme.to_ascii_lowercase().into(),
+            host: Arc::from(bare),
+            port,
+            for_target: None,
+            literal: bare.parse().ok(),
+        }))
+    }
+
+    /// The same target, dedicated to `(scheme, host, port)` behind it (a proxy connection):
+    /// such connections are never shared with checkouts for another `for` target.
+    #[must_use]
+    pub fn with_for(&self, scheme: &str, host: &str, port: u16) -> Target {
+        let p = &self.0;
+        Target(Arc::new(Parts {
+            scheme: p.scheme.clone(),
+            host: p.host.clone(),
+            port: p.port,
+            for_target: Some((scheme.into(), host.into(), port)),
+            literal: p.literal,
+        }))
+    }
+
+    /// Parses `scheme://host[:port]`. The port defaults to 80 for `http` and 443 for `https`;
+    /// other schemes need one.
+    ///
+    /// # Errors
+    /// [`ParseTargetError`] for a missing scheme, host or port, or a bad port number.
+    pub fn parse(s: &str) -> Result<Target, ParseTargetError> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or(ParseTargetError("expected scheme://host:port"))?;
+        if scheme.is_empty() {
+            return Err(ParseTargetError("empty scheme"));
+        }
+        let rest = rest.split('/').next().unwrap_or_default();
+        let (host, port) = if let Some(after) = rest.strip_prefix('[') {
+            let (h, tail) = after
+                .split_once(']')
+                .ok_or(ParseTargetError("unclosed [ in IPv6 host"))?;
+            (h, tail.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(ParseTargetError("empty host"));
+        }
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| ParseTargetError("bad port"))?,
+            None => match scheme.to_ascii_lowercase().as_str() {
+                "http" => 80,
+                "https" => 443,
+                _ => return Err(ParseTargetError("no port and no default for the scheme")),
+            },
+        };
+        Ok(Target::new(scheme, host, port))
+    }
+
+    /// The scheme, lower-cased.
+    pub fn scheme(&self) -> &str {
+        &self.0.scheme
+    }
+
+    /// The host name or literal IP (without brackets).
+    pub fn host(&self) -> &str {
+        &self.0.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// Whether connections to this target speak TLS (scheme `https` or `tls`).
+    pub fn is_tls(&self) -> bool {
+        matches!(&*self.0.scheme, "https" | "tls")
+    }
+}
+
+impl PoolKey for Target {
+    type Host = Arc<str>;
+
+    fn host(&self) -> &Arc<str> {
+        &self.0.host
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    fn literal_addr(&self) -> Option<SocketAddr> {
+        self.0.literal.map(|ip| SocketAddr::new(ip, self.0.port))
+    }
+}
+
+// Equality and order by content, with a pointer check first: a caller reusing one `Target`
+// (the common case) pays no string comparison on the pool's key lookup.
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Ord for Target {
+    fn cmp(&self, other: &Target) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for Target {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialOrd for Target {
+    fn partial_cmp(&self, other: &Target) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl FromStr for Target {
+    type Err = ParseTargetError;
+    fn from_str(s: &str) -> Result<Target, ParseTargetError> {
+        Target::parse(s)
+    }
+}
+
+impl From<&Endpoint> for Target {
+    fn from(e: &Endpoint) -> Target {
+        let t = Target::new(&e.scheme, &e.host, e.port);
+        match &e.for_target {
+            Some((s, h, p)) => t.with_for(s, h, *p),
+            None => t,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.0;
+        if p.host.contains(':') {
+            write!(f, "{}://[{}]:{}", p.scheme, p.host, p.port)?;
+        } else {
+            write!(f, "{}://{}:{}", p.scheme, p.host, p.port)?;
+        }
+        if let Some((s, h, port)) = &p.for_target {
+            write!(f, " (for {s}://{h}:{port})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Target({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        let t = Target::parse("https://example.com").unwrap();
+        assert_eq!(
+            (t.scheme(), t.host(), t.port(), t.is_tls()),
+            ("https", "example.com", 443, true)
+        );
+        let t = Target::parse("tcp://[::1]:8080/x").unwrap();
+        assert_eq!((t.host(), t.port()), ("::1", 8080));
+        assert_eq!(t.literal_addr(), Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(t.to_string(), "tcp://[::1]:8080");
+        assert!(Target::parse("tcp://host").is_err());
+        assert!(Target::parse("host:80").is_err());
+        assert!(Target::parse("http://:80").is_err());
+        assert!(Target::parse("http://h:99999").is_err());
+        assert_eq!(
+            Target::parse("http://h").unwrap(),
+            Target::new("HTTP", "h", 80)
+        );
+        assert_ne!(
+            Target::new("http", "h", 1),
+            Target::new("http", "h", 1).with_for("http", "x", 2)
+        );
+    }
+}

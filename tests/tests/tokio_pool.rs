@@ -1,0 +1,486 @@
+//! The tokio adapter on real loopback sockets: reuse, hand-off, caps, eviction, faults, TLS,
+//! cancellation and shutdown. Every test is bounded by a timeout and stops its servers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use moor_tests::net::{Behavior, Blackhole, Server, exchange, tls_pair};
+use moor_tokio::{CheckoutError, ConnectError, FromCache, Pool, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs a test body with a hard time bound.
+async fn bounded<F: Future<Output = ()>>(secs: u64, body: F) {
+    tokio::time::timeout(Duration::from_secs(secs), body)
+        .await
+        .expect("test exceeded its time bound");
+}
+
+fn target(server: &Server) -> Target {
+    Target::new("tcp", "127.0.0.1", server.addr.port())
+}
+
+/// Polls `cond` every 5 ms until it holds; panics after `secs`.
+async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_use_drop_get_reuses_the_same_connection() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        exchange(&mut c, b"hello").await.unwrap();
+        let (id, local) = (c.conn_id(), c.local_addr().unwrap());
+        drop(c);
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        assert_eq!((c.conn_id(), c.local_addr().unwrap()), (id, local));
+        exchange(&mut c, b"again").await.unwrap();
+        drop(c);
+        assert_eq!(server.accepted(), 1);
+        let s = pool.stats();
+        assert_eq!((s.counters.fresh, s.counters.immediate), (1, 1));
+        assert_eq!((s.total.open, s.total.idle), (1, 1));
+        pool.shutdown().await;
+        assert_eq!(pool.stats().total.open, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_gets_the_released_connection_deferred() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().max_per_key(1).build().unwrap();
+        let t = target(&server);
+        let first = pool.get(&t).await.unwrap();
+        let id = first.conn_id();
+        let (p, t2) = (pool.clone(), t.clone());
+        let waiter = tokio::spawn(async move {
+            let mut c = p.get(&t2).await.unwrap();
+            exchange(&mut c, b"x").await.unwrap();
+            (c.from_cache(), c.conn_id())
+        });
+        eventually(5, "the second get to queue", || {
+            pool.stats().total.waiters == 1
+        })
+        .await;
+        drop(first);
+        assert_eq!(waiter.await.unwrap(), (FromCache::Deferred, id));
+        assert_eq!(server.accepted(), 1);
+        assert_eq!(pool.stats().counters.deferred, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_hold_under_200_concurrent_tasks() {
+    bounded(30, async {
+        let a = Server::start(Behavior::Echo);
+        let b = Server::start(Behavior::Echo);
+        let (max_per_key, max_open) = (4, 6);
+        let pool = Pool::builder()
+            .max_per_key(max_per_key)
+            .max_open(max_open)
+            .build()
+            .unwrap();
+        let targets = [target(&a), target(&b)];
+        let stop = Arc::new(AtomicUsize::new(0));
+        // A sampler checks the pool's own gauges while the load runs.
+        let sampler = {
+            let (pool, targets, stop) = (pool.clone(), targets.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut samples = 0;
+                while stop.load(Ordering::Relaxed) == 0 {
+                    let s = pool.stats();
+                    assert!(s.total.open <= max_open, "global cap exceeded: {s:?}");
+                    for t in &targets {
+                        assert!(pool.key_stats(t).open <= max_per_key, "key cap exceeded");
+                    }
+                    samples += 1;
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                samples
+            })
+        };
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let (pool, t) = (pool.clone(), targets[i % 2].clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let mut c = pool.get(&t).await.unwrap();
+                    exchange(&mut c, b"load").await.unwrap();
+                    tokio::time::sleep(Duration::from_micros(300)).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        stop.store(1, Ordering::Relaxed);
+        assert!(sampler.await.unwrap() > 0);
+        // The servers saw no more at once than the caps allow.
+        assert!(
+            a.peak() <= max_per_key && b.peak() <= max_per_key,
+            "{} {}",
+            a.peak(),
+            b.peak()
+        );
+        assert!(a.peak() + b.peak() >= 2);
+        let s = pool.stats();
+        assert_eq!(
+            s.counters.fresh + s.counters.immediate + s.counters.deferred,
+            1000
+        );
+        assert_eq!((s.total.leased, s.total.waiters), (0, 0));
+        assert!(s.total.open <= max_open);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_cap_evicts_the_least_recently_used_idle_connection_of_another_host() {
+    bounded(10, async {
+        let a = Server::start(Behavior::Echo);
+        let b = Server::start(Behavior::Echo);
+        let pool = Pool::builder().max_per_key(2).max_open(2).build().unwrap();
+        let (ta, tb) = (target(&a), target(&b));
+        let a1 = pool.get(&ta).await.unwrap();
+        let a2 = pool.get(&ta).await.unwrap();
+        let keep = a2.conn_id();
+        drop(a1); // least recently used
+        drop(a2);
+        assert_eq!(pool.stats().total.idle, 2);
+        let mut c = pool.get(&tb).await.unwrap();
+        exchange(&mut c, b"b").await.unwrap();
+        let s = pool.stats();
+        assert_eq!(s.counters.evictions, 1);
+        assert_eq!(pool.key_stats(&ta).idle, 1);
+        eventually(5, "server a to see the eviction", || a.live() == 1).await;
+        drop(c);
+        let again = pool.get(&ta).await.unwrap();
+        assert_eq!(
+            (again.from_cache(), again.conn_id()),
+            (FromCache::Immediate, keep)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_port_fails_at_once_with_refused() {
+    bounded(10, async {
+        // A port that was just free: nothing listens there now.
+        let port = moor_tests::net::listener()
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool = Pool::builder().build().unwrap();
+        let started = Instant::now();
+        let err = pool
+            .get_timeout(
+                &Target::new("tcp", "127.0.0.1", port),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_refused(), "{err}");
+        assert_eq!(err.kind(), CheckoutError::Connect(ConnectError::Refused));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "refusal took {:?}",
+            started.elapsed()
+        );
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.counters.connect_failures), (0, 1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_never_accepts_times_out_at_the_deadline() {
+    bounded(15, async {
+        let hole = Blackhole::start().await;
+        let pool = Pool::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let t = Target::new("tcp", "127.0.0.1", hole.addr.port());
+        let deadline = Duration::from_millis(400);
+        let started = Instant::now();
+        let err = pool.get_timeout(&t, deadline).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.kind(), CheckoutError::TimedOut, "{err}");
+        assert!(
+            took >= deadline && took < deadline + Duration::from_millis(300),
+            "{took:?}"
+        );
+        // The connect attempt itself gives up at connect_timeout, and then nothing is left.
+        eventually(5, "the hung connect to be abandoned", || {
+            pool.stats().total.open == 0
+        })
+        .await;
+        assert_eq!(pool.stats().counters.connect_failures, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_the_server_closes_are_dropped_and_the_next_get_is_fresh() {
+    bounded(10, async {
+        let server = Server::start(Behavior::CloseIdle(Duration::from_millis(100)));
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"hi").await.unwrap();
+        drop(c);
+        assert_eq!(pool.stats().total.idle, 1);
+        // Dropped by the watcher long before the 15 s idle timeout.
+        eventually(3, "the closed idle connection to be dropped", || {
+            pool.stats().total.open == 0
+        })
+        .await;
+        assert_eq!(pool.stats().counters.idle_expired, 0);
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        exchange(&mut c, b"ok").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_server_writes_to_is_discarded() {
+    bounded(10, async {
+        let server = Server::start(Behavior::WriteIdle(Duration::from_millis(100)));
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"hi").await.unwrap();
+        drop(c);
+        eventually(3, "the written-to idle connection to be dropped", || {
+            pool.stats().total.open == 0
+        })
+        .await;
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        exchange(&mut c, b"ok").await.unwrap();
+        assert_eq!(server.accepted(), 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_dropped_with_unread_data_is_discarded() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"warm").await.unwrap();
+        c.write_all(b"unread reply").await.unwrap();
+        // Wait until the reply is really there (peek leaves it unread), then return the guard.
+        let mut first = [0u8; 1];
+        assert_eq!(c.tcp().peek(&mut first).await.unwrap(), 1);
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (0, 0), "{s:?}");
+        let c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        // The client's connect can complete before the server's accept loop counts it.
+        eventually(5, "the server to accept a second connection", || {
+            server.accepted() == 2
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_in_the_middle_of_use_reaches_the_user_and_the_pool_stays_consistent() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"fine").await.unwrap();
+        c.write_all(b"!reset").await.unwrap();
+        let mut buf = [0u8; 16];
+        let err = c.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        drop(c);
+        let s = pool.stats();
+        assert_eq!(
+            (s.total.open, s.total.leased, s.total.idle),
+            (0, 0, 0),
+            "{s:?}"
+        );
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        exchange(&mut c, b"after").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_trusted_certificate_works_and_an_untrusted_one_fails_clearly() {
+    bounded(10, async {
+        let (acceptor, trusting) = tls_pair();
+        let server = Server::start_tls(Behavior::Echo, acceptor);
+        // "localhost" goes through the resolver; SNI and the certificate name come from it.
+        let t = Target::new("tls", "localhost", server.addr.port());
+        let pool = Pool::builder().tls_config(trusting).build().unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        assert!(c.is_tls());
+        exchange(&mut c, b"secret").await.unwrap();
+        drop(c);
+        // TLS 1.3 session tickets arrive after the handshake: they must not make it stale.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        exchange(&mut c, b"again").await.unwrap();
+        drop(c);
+
+        let untrusting = Pool::builder().build().unwrap(); // webpki roots only
+        let err = untrusting.get(&t).await.unwrap_err();
+        assert_eq!(err.kind(), CheckoutError::Connect(ConnectError::Handshake));
+        let text = err.to_string();
+        assert!(text.contains("certificate"), "unclear error: {text}");
+        assert!(err.io_error().is_some());
+    })
+    .await;
+}
+
+/// A tiny seeded generator, so the cancellation test is the same run every time.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Polls a future once and reports whether it finished (then drops it).
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> bool {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx).is_ready())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_gets_with_random_drops_leak_nothing() {
+    bounded(50, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().max_per_key(4).build().unwrap();
+        let t = target(&server);
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let completed = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..10_000 {
+            let (pool, t, completed) = (pool.clone(), t.clone(), completed.clone());
+            let (choice, micros) = (rng.below(4), rng.below(400));
+            tasks.spawn(async move {
+                let wait = Duration::from_micros(micros);
+                match choice {
+                    // Drop the future while it is queued or connecting.
+                    0 => {
+                        let _ = tokio::time::timeout(wait, pool.get(&t)).await;
+                    }
+                    // Poll it once, then drop it.
+                    1 => {
+                        let _ = poll_once(Box::pin(pool.get(&t))).await;
+                    }
+                    // Use the connection, then return it.
+                    2 => {
+                        if let Ok(Ok(mut c)) = tokio::time::timeout(wait * 10, pool.get(&t)).await {
+                            exchange(&mut c, b"z").await.unwrap();
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Take it and discard it.
+                    _ => {
+                        if let Ok(Ok(c)) = tokio::time::timeout(wait * 10, pool.get(&t)).await {
+                            c.discard();
+                        }
+                    }
+                }
+            });
+            // Keep a bounded number in flight.
+            while tasks.len() >= 64 {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        // Connections opened for cancelled checkouts finish connecting and become idle.
+        eventually(10, "connects to settle", || {
+            pool.stats().total.connecting == 0
+        })
+        .await;
+        let s = pool.stats();
+        assert_eq!((s.total.waiters, s.total.leased), (0, 0), "{s:?}");
+        assert_eq!(s.total.open, s.total.idle, "{s:?}");
+        assert!(s.total.open <= 4);
+        assert!(s.counters.cancellations > 0, "{s:?}");
+        assert!(completed.load(Ordering::Relaxed) > 0);
+        // The server sees exactly the connections the pool still holds: no socket leaked.
+        eventually(10, "server to see every discarded socket close", || {
+            server.live() == pool.stats().total.open
+        })
+        .await;
+        pool.shutdown().await;
+        eventually(5, "server to see the idle sockets close", || {
+            server.live() == 0
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_fails_every_waiter_and_closes_everything() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().max_per_key(1).build().unwrap();
+        let t = target(&server);
+        let held = pool.get(&t).await.unwrap();
+        let mut waiters = Vec::new();
+        for _ in 0..10 {
+            let (pool, t) = (pool.clone(), t.clone());
+            waiters.push(tokio::spawn(async move { pool.get(&t).await.map(|_| ()) }));
+        }
+        eventually(5, "ten waiters to queue", || {
+            pool.stats().total.waiters == 10
+        })
+        .await;
+        let shutdown = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.shutdown().await })
+        };
+        for w in waiters {
+            let err = w.await.unwrap().unwrap_err();
+            assert!(err.is_shutdown(), "{err}");
+        }
+        assert!(!shutdown.is_finished(), "a leased connection is still out");
+        drop(held);
+        shutdown.await.unwrap();
+        assert_eq!(pool.stats().total.open, 0);
+        assert!(pool.get(&t).await.unwrap_err().is_shutdown());
+        eventually(5, "server to see the close", || server.live() == 0).await;
+    })
+    .await;
+}
