@@ -75,7 +75,7 @@ impl Future for Checkout {
                 this.inner.check_woken(&mut st, now);
                 let token = Inner::next_token(&mut st);
                 let deadline = timeout.map(|d| now + d);
-                match st.core.handle_checkout(now, token, target, deadline) {
+                match st.core.handle_checkout(now, token, &target, deadline) {
                     Ok(()) => {}
                     Err(UsageError::ShutDown) => {
                         return Poll::Ready(Err(Error::new(CheckoutError::Shutdown, None)));

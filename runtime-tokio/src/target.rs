@@ -182,7 +182,7 @@ impl FromStr for Target {
 impl From<&Endpoint> for Target {
     fn from(e: &Endpoint) -> Target {
         let t = Target::new(&e.scheme, &e.host, e.port);
-        match &e.for_target {
+        match e.for_target.as_deref() {
             Some((s, h, p)) => t.with_for(s, h, *p),
             None => t,
         }
