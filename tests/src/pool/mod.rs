@@ -241,12 +241,7 @@ impl PoolSim {
             );
             self.shutdown();
         }
-        let leased: Vec<ConnId> = self
-            .socks
-            .iter()
-            .filter(|(_, s)| matches!(s.state, Sock::Leased { .. }))
-            .map(|(c, _)| *c)
-            .collect();
+        let leased: Vec<ConnId> = self.leased();
         for conn in leased {
             self.return_conn(conn, true);
         }
@@ -329,13 +324,26 @@ impl PoolSim {
         self.drive(Expect::default());
     }
 
-    fn checkin(&mut self, pick: u8, reusable: bool) {
-        let leased: Vec<ConnId> = self
-            .socks
+    /// The connections the application holds, in id order.
+    fn leased(&self) -> Vec<ConnId> {
+        self.socks_where(|s| matches!(s, Sock::Leased { .. }))
+    }
+
+    /// The connections the model believes idle, in id order.
+    fn idle(&self) -> Vec<ConnId> {
+        self.socks_where(|s| matches!(s, Sock::Idle { .. }))
+    }
+
+    fn socks_where(&self, pred: impl Fn(&Sock) -> bool) -> Vec<ConnId> {
+        self.socks
             .iter()
-            .filter(|(_, s)| matches!(s.state, Sock::Leased { .. }))
+            .filter(|(_, s)| pred(&s.state))
             .map(|(c, _)| *c)
-            .collect();
+            .collect()
+    }
+
+    fn checkin(&mut self, pick: u8, reusable: bool) {
+        let leased: Vec<ConnId> = self.leased();
         if leased.is_empty() {
             return;
         }
@@ -374,12 +382,7 @@ impl PoolSim {
     }
 
     fn peer_close_idle(&mut self, pick: u8) {
-        let idle: Vec<ConnId> = self
-            .socks
-            .iter()
-            .filter(|(_, s)| matches!(s.state, Sock::Idle { .. }))
-            .map(|(c, _)| *c)
-            .collect();
+        let idle: Vec<ConnId> = self.idle();
         if idle.is_empty() {
             return;
         }
