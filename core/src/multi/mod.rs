@@ -103,6 +103,7 @@
 //! assert!(engine.is_empty());
 //! ```
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
@@ -127,7 +128,7 @@ pub use config::Config;
 pub use input::Input;
 pub use output::{Failure, Operation, Output, Phase, Stats};
 
-use conn::{Conn, Nanos, QUEUED};
+use conn::{Cold, Conn, Nanos, QUEUED, Spare};
 
 /// What to connect to, and this connection's own timeouts (the seed's `connect` arguments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,19 +204,12 @@ pub struct Multi<S> {
     /// Connections with received bytes to decode (each at most once, flagged `QUEUED`; an entry
     /// may outlive its connection and is then skipped).
     decode_queue: VecDeque<ConnId>,
-    /// Emptied frame buffers kept for reuse (at most `SPARE_BUFFERS`, each at most
-    /// `SPARE_BUFFER_CAPACITY`): an idle connection holds no buffer, and a busy one gets a
-    /// recently used, cache-warm buffer without a trip to the allocator.
-    spare: Vec<Vec<u8>>,
+    /// Emptied frame buffers kept for reuse.
+    spare: Spare,
     time: TimeGuard,
     lifecycle: Lifecycle,
     stats: Stats,
 }
-
-/// Most spare buffers the engine keeps.
-const SPARE_BUFFERS: usize = 64;
-/// Largest buffer capacity worth keeping as a spare; larger ones are freed.
-const SPARE_BUFFER_CAPACITY: usize = 16 * 1024;
 
 impl<S> Multi<S> {
     /// A new engine with no connections.
@@ -234,7 +228,7 @@ impl<S> Multi<S> {
             timers: Timers::new(),
             outputs: VecDeque::new(),
             decode_queue: VecDeque::new(),
-            spare: Vec::new(),
+            spare: Spare::default(),
             time: TimeGuard::default(),
             lifecycle: Lifecycle::Running,
             stats: Stats::default(),
@@ -293,19 +287,17 @@ impl<S> Multi<S> {
         let input_timeout = options.input_timeout.or(self.config.input_timeout);
         let conn = Conn {
             state,
-            remote: options.remote,
-            phase: Phase::Connecting,
-            flags: 0,
-            input_head: 0,
-            input_seen: 0,
-            output_head: 0,
-            connect_timeout: Nanos::from_timeout(connect_timeout),
-            input_timeout: Nanos::from_timeout(input_timeout),
             since: now,
             armed: Instant::MAX,
-            input: Vec::new(),
-            output: Vec::new(),
-            codecs: None,
+            connect_timeout: Nanos::from_timeout(connect_timeout),
+            input_timeout: Nanos::from_timeout(input_timeout),
+            buffers: None,
+            cold: Box::new(Cold {
+                remote: options.remote,
+                codecs: None,
+            }),
+            phase: Phase::Connecting,
+            flags: 0,
         };
         let id = ConnId::from_raw(self.conns.insert(conn));
         let c = self.conns.get_mut(id.to_raw()).expect("just inserted");
@@ -341,35 +333,31 @@ impl<S> Multi<S> {
             .get_mut(id.to_raw())
             .expect("connection checked just before");
         let was_empty = c.pending_output().is_empty();
-        if c.output.capacity() == 0
-            && let Some(buf) = self.spare.pop()
-        {
-            c.output = buf;
-        }
-        c.compact_output();
-        let old_len = c.output.len();
-        let encoded = match &mut c.codecs {
-            Some(codecs) => codecs.encoder.encode(frame, &mut c.output),
-            None => framing.encode(frame, &mut c.output),
+        let mut buffers = c.buffers.take().unwrap_or_else(|| self.spare.take());
+        buffers.compact_output();
+        let old_len = buffers.output.len();
+        let encoded = match c.codecs_mut() {
+            Some(codecs) => codecs.encoder.encode(frame, &mut buffers.output),
+            None => framing.encode(frame, &mut buffers.output),
         };
         let refused = match encoded {
             Err(e) => Some(UsageError::InvalidArgument {
                 reason: encode_reason(&e),
             }),
-            Ok(()) if c.pending_output().len() > limit => Some(UsageError::Full {
+            Ok(()) if buffers.pending_output().len() > limit => Some(UsageError::Full {
                 what: "send queue",
                 limit,
             }),
             Ok(()) => None,
         };
+        let added = buffers.output.len() - old_len;
+        c.buffers = Some(buffers);
         if let Some(err) = refused {
-            c.output.truncate(old_len);
-            if let Some(buf) = c.take_empty_output() {
-                recycle(&mut self.spare, buf);
-            }
+            let buffers = c.buffers.as_mut().expect("just put back");
+            buffers.output.truncate(old_len);
+            c.release_buffers(&mut self.spare);
             return Err(err);
         }
-        let added = c.output.len() - old_len;
         let notify = was_empty && added > 0 && c.phase == Phase::Connected;
         self.commit(now);
         self.stats.bytes_queued += added as u64;
@@ -432,7 +420,9 @@ impl<S> Multi<S> {
 
     fn decoder_changed(&mut self, id: ConnId) {
         let c = self.conn_mut(id);
-        c.input_seen = 0;
+        if let Some(buffers) = &mut c.buffers {
+            buffers.input_seen = 0;
+        }
         if !c.pending_input().is_empty() {
             self.queue_decode(id);
         }
@@ -472,14 +462,6 @@ fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &mut Conn<S>) {
         }
         timers.insert(want, id);
         c.armed = want;
-    }
-}
-
-/// Keeps an emptied buffer as a spare if there is room and it is not too big; frees it
-/// otherwise.
-fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_CAPACITY {
-        spare.push(buf);
     }
 }
 

@@ -66,7 +66,7 @@ impl<S> Multi<S> {
     /// The remote address of `id`: the target while connecting, the connected peer after.
     #[must_use]
     pub fn remote_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.conns.get(id.to_raw()).map(|c| c.remote)
+        self.conns.get(id.to_raw()).map(|c| c.cold.remote)
     }
 
     /// Open connections, in any phase.

@@ -3,7 +3,7 @@
 use alloc::boxed::Box;
 use core::time::Duration;
 
-use super::conn::{Codecs, Nanos};
+use super::conn::{CODECS, Codecs, Nanos};
 use super::{Multi, Phase};
 use crate::codec::{Decoder, Encoder, Framing};
 use crate::error::UsageError;
@@ -82,10 +82,11 @@ impl<S> Multi<S> {
         self.conn(now, id)?;
         self.commit(now);
         let c = self.conn_mut(id);
-        c.codecs = Some(Box::new(Codecs {
+        c.cold.codecs = Some(Codecs {
             decoder: Box::new(framing),
             encoder: Box::new(framing),
-        }));
+        });
+        c.flags |= CODECS;
         self.decoder_changed(id);
         Ok(())
     }
@@ -105,15 +106,16 @@ impl<S> Multi<S> {
         self.commit(now);
         let framing = self.config.framing;
         let c = self.conn_mut(id);
-        match &mut c.codecs {
+        match &mut c.cold.codecs {
             Some(codecs) => codecs.decoder = decoder,
             None => {
-                c.codecs = Some(Box::new(Codecs {
+                c.cold.codecs = Some(Codecs {
                     decoder,
                     encoder: Box::new(framing),
-                }));
+                });
             }
         }
+        c.flags |= CODECS;
         self.decoder_changed(id);
         Ok(())
     }
@@ -133,15 +135,16 @@ impl<S> Multi<S> {
         self.commit(now);
         let framing = self.config.framing;
         let c = self.conn_mut(id);
-        match &mut c.codecs {
+        match &mut c.cold.codecs {
             Some(codecs) => codecs.encoder = encoder,
             None => {
-                c.codecs = Some(Box::new(Codecs {
+                c.cold.codecs = Some(Codecs {
                     decoder: Box::new(framing),
                     encoder,
-                }));
+                });
             }
         }
+        c.flags |= CODECS;
         Ok(())
     }
 }

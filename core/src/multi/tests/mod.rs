@@ -397,7 +397,7 @@ fn per_connection_state_stays_small() {
     // Buffers and codecs allocate nothing until used; the record itself is what an idle
     // connection costs, plus slot bookkeeping and one timer entry.
     assert!(
-        Multi::<()>::conn_record_len() <= 160,
+        Multi::<()>::conn_record_len() <= 56,
         "{}",
         Multi::<()>::conn_record_len()
     );
