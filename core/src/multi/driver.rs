@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::conn::{EOF, QUEUED};
+use super::conn::{CODECS, EOF, QUEUED};
 use super::{End, Failure, Lifecycle, Multi, Operation, Output, Phase, decode_failure, rearm};
 use crate::codec::Decoder;
 use crate::error::UsageError;
@@ -38,9 +38,12 @@ impl<S> Multi<S> {
         self.commit(now);
         let c = self.conn_mut(id);
         c.phase = Phase::Connected;
-        c.cold.remote = remote;
         c.since = now;
         let write = !c.pending_output().is_empty();
+        self.colds
+            .get_mut(id.to_raw())
+            .expect("tables in lockstep")
+            .remote = remote;
         self.rearm_id(id);
         self.stats.connected += 1;
         self.outputs.push_back(Output::Connected {
@@ -236,16 +239,17 @@ impl<S> Multi<S> {
         while let Some((at, id)) = self.timers.pop_due(now) {
             let c = self
                 .conns
-                .get_mut(id.to_raw())
+                .get(id.to_raw())
                 .expect("timer entry for a connection that ended");
-            assert_eq!(c.armed, at, "timer entry and connection disagree");
-            c.armed = Instant::MAX;
-            match c.deadline() {
+            let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+            assert_eq!(cold.armed, at, "timer entry and connection disagree");
+            cold.armed = Instant::MAX;
+            match cold.deadline(c) {
                 Some(deadline) if deadline <= now => {
                     let phase = c.phase;
                     self.end(id, End::TimedOut(phase));
                 }
-                Some(_) => rearm(&mut self.timers, id, c),
+                Some(_) => rearm(&mut self.timers, id, c, cold),
                 None => {}
             }
         }
@@ -289,7 +293,13 @@ impl<S> Multi<S> {
         let mut frame = Vec::new();
         let mut buffers = c.buffers.take().expect("pending input lives in buffers");
         let seen = buffers.input_seen as usize;
-        let decoded = match c.codecs_mut() {
+        let codecs = if c.has(CODECS) {
+            let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+            cold.codecs_mut(c)
+        } else {
+            None
+        };
+        let decoded = match codecs {
             Some(codecs) => codecs
                 .decoder
                 .decode(buffers.pending_input(), seen, &mut frame),
@@ -343,15 +353,15 @@ impl<S> Multi<S> {
     /// Ends a connection: the one place a connection leaves the table, so it is the one place
     /// that emits `Close` and the terminal event.
     pub(super) fn end(&mut self, id: ConnId, how: End) {
-        let c = self
-            .conns
+        self.conns
             .remove(id.to_raw())
             .expect("ending a connection that is not there");
-        if c.armed != Instant::MAX {
-            let removed = self.timers.remove(c.armed, id);
+        let cold = self.colds.remove(id.to_raw()).expect("tables in lockstep");
+        if cold.armed != Instant::MAX {
+            let removed = self.timers.remove(cold.armed, id);
             assert!(removed, "armed timer entry missing from the index");
         }
-        let state = c.state;
+        let state = cold.state;
         self.outputs.push_back(Output::Close { conn: id });
         let event = match how {
             End::ConnectFailed(failure) => {

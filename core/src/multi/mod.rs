@@ -103,7 +103,6 @@
 //! assert!(engine.is_empty());
 //! ```
 
-use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
@@ -128,7 +127,7 @@ pub use config::Config;
 pub use input::Input;
 pub use output::{Failure, Operation, Output, Phase, Stats};
 
-use conn::{Cold, Conn, Nanos, QUEUED, Spare};
+use conn::{CODECS, Cold, Conn, Nanos, QUEUED, Spare};
 
 /// What to connect to, and this connection's own timeouts (the seed's `connect` arguments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +197,11 @@ enum Lifecycle {
 #[derive(Debug)]
 pub struct Multi<S> {
     config: Config,
-    conns: Slab<Conn<S>>,
+    /// The hot per-connection records.
+    conns: Slab<Conn>,
+    /// The rest of each connection, inserted and removed in lockstep with `conns` so a key
+    /// names the same connection in both.
+    colds: Slab<Cold<S>>,
     timers: Timers<ConnId>,
     outputs: VecDeque<Output<S>>,
     /// Connections with received bytes to decode (each at most once, flagged `QUEUED`; an entry
@@ -225,6 +228,7 @@ impl<S> Multi<S> {
         Ok(Multi {
             config,
             conns: Slab::default(),
+            colds: Slab::default(),
             timers: Timers::new(),
             outputs: VecDeque::new(),
             decode_queue: VecDeque::new(),
@@ -243,15 +247,21 @@ impl<S> Multi<S> {
 
     /// Checks `now` and looks up `id` without changing anything; the caller commits the time
     /// with `self.time.advance(now)` once every check has passed.
-    fn conn(&self, now: Instant, id: ConnId) -> Result<&Conn<S>, UsageError> {
+    fn conn(&self, now: Instant, id: ConnId) -> Result<&Conn, UsageError> {
         self.time.peek(now)?;
         self.conns
             .get(id.to_raw())
             .ok_or(UsageError::UnknownConn(id))
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> &mut Conn<S> {
+    fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
         self.conns
+            .get_mut(id.to_raw())
+            .expect("connection checked just before")
+    }
+
+    fn cold_mut(&mut self, id: ConnId) -> &mut Cold<S> {
+        self.colds
             .get_mut(id.to_raw())
             .expect("connection checked just before")
     }
@@ -286,22 +296,24 @@ impl<S> Multi<S> {
         let connect_timeout = options.connect_timeout.or(self.config.connect_timeout);
         let input_timeout = options.input_timeout.or(self.config.input_timeout);
         let conn = Conn {
-            state,
-            since: now,
-            armed: Instant::MAX,
-            connect_timeout: Nanos::from_timeout(connect_timeout),
-            input_timeout: Nanos::from_timeout(input_timeout),
             buffers: None,
-            cold: Box::new(Cold {
-                remote: options.remote,
-                codecs: None,
-            }),
+            since: now,
             phase: Phase::Connecting,
             flags: 0,
         };
-        let id = ConnId::from_raw(self.conns.insert(conn));
-        let c = self.conns.get_mut(id.to_raw()).expect("just inserted");
-        rearm(&mut self.timers, id, c);
+        let cold = Cold {
+            state,
+            remote: options.remote,
+            armed: Instant::MAX,
+            connect_timeout: Nanos::from_timeout(connect_timeout),
+            input_timeout: Nanos::from_timeout(input_timeout),
+            codecs: None,
+        };
+        let key = self.conns.insert(conn);
+        let cold_key = self.colds.insert(cold);
+        assert_eq!(key, cold_key, "connection tables out of lockstep");
+        let id = ConnId::from_raw(key);
+        self.rearm_id(id);
         self.stats.connects += 1;
         self.outputs.push_back(Output::Connect {
             conn: id,
@@ -336,7 +348,13 @@ impl<S> Multi<S> {
         let mut buffers = c.buffers.take().unwrap_or_else(|| self.spare.take());
         buffers.compact_output();
         let old_len = buffers.output.len();
-        let encoded = match c.codecs_mut() {
+        let codecs = if c.has(CODECS) {
+            let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+            cold.codecs_mut(c)
+        } else {
+            None
+        };
+        let encoded = match codecs {
             Some(codecs) => codecs.encoder.encode(frame, &mut buffers.output),
             None => framing.encode(frame, &mut buffers.output),
         };
@@ -431,9 +449,10 @@ impl<S> Multi<S> {
     fn rearm_id(&mut self, id: ConnId) {
         let c = self
             .conns
-            .get_mut(id.to_raw())
+            .get(id.to_raw())
             .expect("connection checked just before");
-        rearm(&mut self.timers, id, c);
+        let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+        rearm(&mut self.timers, id, c, cold);
     }
 
     fn queue_decode(&mut self, id: ConnId) {
@@ -451,17 +470,17 @@ mod settings;
 
 /// Arms `id`'s timer entry at its true deadline if that is earlier than where it is armed.
 /// A later deadline leaves the entry alone: it fires early once and re-arms (lazy re-arm).
-fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &mut Conn<S>) {
-    let Some(want) = c.deadline() else {
+fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &Conn, cold: &mut Cold<S>) {
+    let Some(want) = cold.deadline(c) else {
         return;
     };
-    if want < c.armed {
-        if c.armed != Instant::MAX {
-            let removed = timers.remove(c.armed, id);
+    if want < cold.armed {
+        if cold.armed != Instant::MAX {
+            let removed = timers.remove(cold.armed, id);
             assert!(removed, "armed timer entry missing from the index");
         }
         timers.insert(want, id);
-        c.armed = want;
+        cold.armed = want;
     }
 }
 
