@@ -3,10 +3,8 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::conn::{EOF, QUEUED};
-use super::{
-    End, Failure, Lifecycle, Multi, Operation, Output, Phase, decode_failure, rearm, recycle,
-};
+use super::conn::{CODECS, EOF, QUEUED};
+use super::{End, Failure, Lifecycle, Multi, Operation, Output, Phase, decode_failure, rearm};
 use crate::codec::Decoder;
 use crate::error::UsageError;
 use crate::id::ConnId;
@@ -40,9 +38,12 @@ impl<S> Multi<S> {
         self.commit(now);
         let c = self.conn_mut(id);
         c.phase = Phase::Connected;
-        c.remote = remote;
         c.since = now;
         let write = !c.pending_output().is_empty();
+        self.colds
+            .get_mut(id.to_raw())
+            .expect("tables in lockstep")
+            .remote = remote;
         self.rearm_id(id);
         self.stats.connected += 1;
         self.outputs.push_back(Output::Connected {
@@ -116,13 +117,9 @@ impl<S> Multi<S> {
             .conns
             .get_mut(id.to_raw())
             .expect("connection checked just before");
-        if c.input.capacity() == 0
-            && let Some(buf) = self.spare.pop()
-        {
-            c.input = buf;
-        }
-        c.compact_input();
-        c.input.extend_from_slice(bytes);
+        let buffers = c.buffers(&mut self.spare);
+        buffers.compact_input();
+        buffers.input.extend_from_slice(bytes);
         // Lazy re-arm: only the true deadline moves; the timer entry stays where it is.
         c.since = now;
         self.stats.bytes_in += bytes.len() as u64;
@@ -158,10 +155,10 @@ impl<S> Multi<S> {
             .conns
             .get_mut(id.to_raw())
             .expect("connection checked just before");
-        c.consume_output(written);
-        if let Some(buf) = c.take_empty_output() {
-            recycle(&mut self.spare, buf);
+        if let Some(buffers) = &mut c.buffers {
+            buffers.consume_output(written);
         }
+        c.release_buffers(&mut self.spare);
         let remaining = c.pending_output().len();
         let closing = c.phase == Phase::Closing;
         if closing && written > 0 {
@@ -242,16 +239,17 @@ impl<S> Multi<S> {
         while let Some((at, id)) = self.timers.pop_due(now) {
             let c = self
                 .conns
-                .get_mut(id.to_raw())
+                .get(id.to_raw())
                 .expect("timer entry for a connection that ended");
-            assert_eq!(c.armed, at, "timer entry and connection disagree");
-            c.armed = Instant::MAX;
-            match c.deadline() {
+            let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+            assert_eq!(cold.armed, at, "timer entry and connection disagree");
+            cold.armed = Instant::MAX;
+            match cold.deadline(c) {
                 Some(deadline) if deadline <= now => {
                     let phase = c.phase;
                     self.end(id, End::TimedOut(phase));
                 }
-                Some(_) => rearm(&mut self.timers, id, c),
+                Some(_) => rearm(&mut self.timers, id, c, cold),
                 None => {}
             }
         }
@@ -293,19 +291,32 @@ impl<S> Multi<S> {
             return;
         }
         let mut frame = Vec::new();
-        let seen = c.input_seen as usize;
-        let start = c.input_head as usize;
-        let pending = &c.input[start..];
-        let decoded = match &mut c.codecs {
-            Some(codecs) => codecs.decoder.decode(pending, seen, &mut frame),
-            None => framing.decode(pending, seen, &mut frame),
+        let mut buffers = c.buffers.take().expect("pending input lives in buffers");
+        let seen = buffers.input_seen as usize;
+        let codecs = if c.has(CODECS) {
+            let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+            cold.codecs_mut(c)
+        } else {
+            None
         };
+        let decoded = match codecs {
+            Some(codecs) => codecs
+                .decoder
+                .decode(buffers.pending_input(), seen, &mut frame),
+            None => framing.decode(buffers.pending_input(), seen, &mut frame),
+        };
+        if let Ok(Some(n)) = decoded
+            && n >= 1
+            && n <= pending_len
+        {
+            buffers.consume_input(n);
+        } else if let Ok(None) = decoded {
+            buffers.input_seen = u32::try_from(pending_len).expect("input bounded by config");
+        }
+        c.buffers = Some(buffers);
         match decoded {
             Ok(Some(n)) if n >= 1 && n <= pending_len => {
-                c.consume_input(n);
-                if let Some(buf) = c.take_empty_input() {
-                    recycle(&mut self.spare, buf);
-                }
+                c.release_buffers(&mut self.spare);
                 let more = !c.pending_input().is_empty() || eof_now;
                 self.stats.frames_in += 1;
                 self.outputs.push_back(Output::Input { conn: id, frame });
@@ -322,7 +333,6 @@ impl<S> Multi<S> {
                 )),
             ),
             Ok(None) => {
-                c.input_seen = u32::try_from(pending_len).expect("input bounded by config");
                 if pending_len >= limit {
                     self.end(
                         id,
@@ -343,15 +353,15 @@ impl<S> Multi<S> {
     /// Ends a connection: the one place a connection leaves the table, so it is the one place
     /// that emits `Close` and the terminal event.
     pub(super) fn end(&mut self, id: ConnId, how: End) {
-        let c = self
-            .conns
+        self.conns
             .remove(id.to_raw())
             .expect("ending a connection that is not there");
-        if c.armed != Instant::MAX {
-            let removed = self.timers.remove(c.armed, id);
+        let cold = self.colds.remove(id.to_raw()).expect("tables in lockstep");
+        if cold.armed != Instant::MAX {
+            let removed = self.timers.remove(cold.armed, id);
             assert!(removed, "armed timer entry missing from the index");
         }
-        let state = c.state;
+        let state = cold.state;
         self.outputs.push_back(Output::Close { conn: id });
         let event = match how {
             End::ConnectFailed(failure) => {

@@ -127,7 +127,7 @@ pub use config::Config;
 pub use input::Input;
 pub use output::{Failure, Operation, Output, Phase, Stats};
 
-use conn::{Conn, Nanos, QUEUED};
+use conn::{CODECS, Cold, Conn, Nanos, QUEUED, Spare};
 
 /// What to connect to, and this connection's own timeouts (the seed's `connect` arguments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,25 +197,22 @@ enum Lifecycle {
 #[derive(Debug)]
 pub struct Multi<S> {
     config: Config,
-    conns: Slab<Conn<S>>,
+    /// The hot per-connection records.
+    conns: Slab<Conn>,
+    /// The rest of each connection, inserted and removed in lockstep with `conns` so a key
+    /// names the same connection in both.
+    colds: Slab<Cold<S>>,
     timers: Timers<ConnId>,
     outputs: VecDeque<Output<S>>,
     /// Connections with received bytes to decode (each at most once, flagged `QUEUED`; an entry
     /// may outlive its connection and is then skipped).
     decode_queue: VecDeque<ConnId>,
-    /// Emptied frame buffers kept for reuse (at most `SPARE_BUFFERS`, each at most
-    /// `SPARE_BUFFER_CAPACITY`): an idle connection holds no buffer, and a busy one gets a
-    /// recently used, cache-warm buffer without a trip to the allocator.
-    spare: Vec<Vec<u8>>,
+    /// Emptied frame buffers kept for reuse.
+    spare: Spare,
     time: TimeGuard,
     lifecycle: Lifecycle,
     stats: Stats,
 }
-
-/// Most spare buffers the engine keeps.
-const SPARE_BUFFERS: usize = 64;
-/// Largest buffer capacity worth keeping as a spare; larger ones are freed.
-const SPARE_BUFFER_CAPACITY: usize = 16 * 1024;
 
 impl<S> Multi<S> {
     /// A new engine with no connections.
@@ -231,10 +228,11 @@ impl<S> Multi<S> {
         Ok(Multi {
             config,
             conns: Slab::default(),
+            colds: Slab::default(),
             timers: Timers::new(),
             outputs: VecDeque::new(),
             decode_queue: VecDeque::new(),
-            spare: Vec::new(),
+            spare: Spare::default(),
             time: TimeGuard::default(),
             lifecycle: Lifecycle::Running,
             stats: Stats::default(),
@@ -249,15 +247,21 @@ impl<S> Multi<S> {
 
     /// Checks `now` and looks up `id` without changing anything; the caller commits the time
     /// with `self.time.advance(now)` once every check has passed.
-    fn conn(&self, now: Instant, id: ConnId) -> Result<&Conn<S>, UsageError> {
+    fn conn(&self, now: Instant, id: ConnId) -> Result<&Conn, UsageError> {
         self.time.peek(now)?;
         self.conns
             .get(id.to_raw())
             .ok_or(UsageError::UnknownConn(id))
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> &mut Conn<S> {
+    fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
         self.conns
+            .get_mut(id.to_raw())
+            .expect("connection checked just before")
+    }
+
+    fn cold_mut(&mut self, id: ConnId) -> &mut Cold<S> {
+        self.colds
             .get_mut(id.to_raw())
             .expect("connection checked just before")
     }
@@ -292,24 +296,24 @@ impl<S> Multi<S> {
         let connect_timeout = options.connect_timeout.or(self.config.connect_timeout);
         let input_timeout = options.input_timeout.or(self.config.input_timeout);
         let conn = Conn {
-            state,
-            remote: options.remote,
+            buffers: None,
+            since: now,
             phase: Phase::Connecting,
             flags: 0,
-            input_head: 0,
-            input_seen: 0,
-            output_head: 0,
+        };
+        let cold = Cold {
+            state,
+            remote: options.remote,
+            armed: Instant::MAX,
             connect_timeout: Nanos::from_timeout(connect_timeout),
             input_timeout: Nanos::from_timeout(input_timeout),
-            since: now,
-            armed: Instant::MAX,
-            input: Vec::new(),
-            output: Vec::new(),
             codecs: None,
         };
-        let id = ConnId::from_raw(self.conns.insert(conn));
-        let c = self.conns.get_mut(id.to_raw()).expect("just inserted");
-        rearm(&mut self.timers, id, c);
+        let key = self.conns.insert(conn);
+        let cold_key = self.colds.insert(cold);
+        assert_eq!(key, cold_key, "connection tables out of lockstep");
+        let id = ConnId::from_raw(key);
+        self.rearm_id(id);
         self.stats.connects += 1;
         self.outputs.push_back(Output::Connect {
             conn: id,
@@ -341,35 +345,37 @@ impl<S> Multi<S> {
             .get_mut(id.to_raw())
             .expect("connection checked just before");
         let was_empty = c.pending_output().is_empty();
-        if c.output.capacity() == 0
-            && let Some(buf) = self.spare.pop()
-        {
-            c.output = buf;
-        }
-        c.compact_output();
-        let old_len = c.output.len();
-        let encoded = match &mut c.codecs {
-            Some(codecs) => codecs.encoder.encode(frame, &mut c.output),
-            None => framing.encode(frame, &mut c.output),
+        let mut buffers = c.buffers.take().unwrap_or_else(|| self.spare.take());
+        buffers.compact_output();
+        let old_len = buffers.output.len();
+        let codecs = if c.has(CODECS) {
+            let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+            cold.codecs_mut(c)
+        } else {
+            None
+        };
+        let encoded = match codecs {
+            Some(codecs) => codecs.encoder.encode(frame, &mut buffers.output),
+            None => framing.encode(frame, &mut buffers.output),
         };
         let refused = match encoded {
             Err(e) => Some(UsageError::InvalidArgument {
                 reason: encode_reason(&e),
             }),
-            Ok(()) if c.pending_output().len() > limit => Some(UsageError::Full {
+            Ok(()) if buffers.pending_output().len() > limit => Some(UsageError::Full {
                 what: "send queue",
                 limit,
             }),
             Ok(()) => None,
         };
+        let added = buffers.output.len() - old_len;
+        c.buffers = Some(buffers);
         if let Some(err) = refused {
-            c.output.truncate(old_len);
-            if let Some(buf) = c.take_empty_output() {
-                recycle(&mut self.spare, buf);
-            }
+            let buffers = c.buffers.as_mut().expect("just put back");
+            buffers.output.truncate(old_len);
+            c.release_buffers(&mut self.spare);
             return Err(err);
         }
-        let added = c.output.len() - old_len;
         let notify = was_empty && added > 0 && c.phase == Phase::Connected;
         self.commit(now);
         self.stats.bytes_queued += added as u64;
@@ -432,7 +438,9 @@ impl<S> Multi<S> {
 
     fn decoder_changed(&mut self, id: ConnId) {
         let c = self.conn_mut(id);
-        c.input_seen = 0;
+        if let Some(buffers) = &mut c.buffers {
+            buffers.input_seen = 0;
+        }
         if !c.pending_input().is_empty() {
             self.queue_decode(id);
         }
@@ -441,9 +449,10 @@ impl<S> Multi<S> {
     fn rearm_id(&mut self, id: ConnId) {
         let c = self
             .conns
-            .get_mut(id.to_raw())
+            .get(id.to_raw())
             .expect("connection checked just before");
-        rearm(&mut self.timers, id, c);
+        let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
+        rearm(&mut self.timers, id, c, cold);
     }
 
     fn queue_decode(&mut self, id: ConnId) {
@@ -461,25 +470,17 @@ mod settings;
 
 /// Arms `id`'s timer entry at its true deadline if that is earlier than where it is armed.
 /// A later deadline leaves the entry alone: it fires early once and re-arms (lazy re-arm).
-fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &mut Conn<S>) {
-    let Some(want) = c.deadline() else {
+fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &Conn, cold: &mut Cold<S>) {
+    let Some(want) = cold.deadline(c) else {
         return;
     };
-    if want < c.armed {
-        if c.armed != Instant::MAX {
-            let removed = timers.remove(c.armed, id);
+    if want < cold.armed {
+        if cold.armed != Instant::MAX {
+            let removed = timers.remove(cold.armed, id);
             assert!(removed, "armed timer entry missing from the index");
         }
         timers.insert(want, id);
-        c.armed = want;
-    }
-}
-
-/// Keeps an emptied buffer as a spare if there is room and it is not too big; frees it
-/// otherwise.
-fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    if spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_CAPACITY {
-        spare.push(buf);
+        cold.armed = want;
     }
 }
 

@@ -3,7 +3,7 @@
 use core::mem::size_of;
 use core::net::SocketAddr;
 
-use super::conn::Conn;
+use super::conn::{Cold, Conn};
 use super::{Lifecycle, Multi, Phase, Stats};
 use crate::error::UsageError;
 use crate::id::ConnId;
@@ -54,19 +54,19 @@ impl<S> Multi<S> {
     /// The user state of `id` (the seed's `CHEAP`).
     #[must_use]
     pub fn state(&self, id: ConnId) -> Option<&S> {
-        self.conns.get(id.to_raw()).map(|c| &c.state)
+        self.colds.get(id.to_raw()).map(|c| &c.state)
     }
 
     /// The user state of `id`, mutably.
     #[must_use]
     pub fn state_mut(&mut self, id: ConnId) -> Option<&mut S> {
-        self.conns.get_mut(id.to_raw()).map(|c| &mut c.state)
+        self.colds.get_mut(id.to_raw()).map(|c| &mut c.state)
     }
 
     /// The remote address of `id`: the target while connecting, the connected peer after.
     #[must_use]
     pub fn remote_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.conns.get(id.to_raw()).map(|c| c.remote)
+        self.colds.get(id.to_raw()).map(|c| c.remote)
     }
 
     /// Open connections, in any phase.
@@ -102,11 +102,12 @@ impl<S> Multi<S> {
         }
     }
 
-    /// Size in bytes of one connection's record, user state included, frame buffers' heap
-    /// memory excluded (the table adds a few bytes of slot bookkeeping per record).
+    /// Size in bytes of one connection's records (the hot part every event touches plus the
+    /// cold rest), user state included, frame buffers' heap memory excluded (each table adds a
+    /// few bytes of slot bookkeeping per record).
     #[must_use]
     pub fn conn_record_len() -> usize {
-        size_of::<Conn<S>>()
+        size_of::<Conn>() + size_of::<Cold<S>>()
     }
 
     /// Heap bytes held by all connections' frame buffers (capacity). O(n): for measurement.

@@ -3,7 +3,7 @@
 use alloc::boxed::Box;
 use core::time::Duration;
 
-use super::conn::{Codecs, Nanos};
+use super::conn::{CODECS, Codecs, Nanos};
 use super::{Multi, Phase};
 use crate::codec::{Decoder, Encoder, Framing};
 use crate::error::UsageError;
@@ -26,12 +26,14 @@ impl<S> Multi<S> {
         self.conn(now, id)?;
         self.commit(now);
         let c = self.conn_mut(id);
-        let nanos = Nanos::from_timeout(timeout);
-        match c.phase {
-            Phase::Connecting => c.connect_timeout = nanos,
-            Phase::Connected | Phase::Closing => c.input_timeout = nanos,
-        }
         c.since = now;
+        let phase = c.phase;
+        let cold = self.cold_mut(id);
+        let nanos = Nanos::from_timeout(timeout);
+        match phase {
+            Phase::Connecting => cold.connect_timeout = nanos,
+            Phase::Connected | Phase::Closing => cold.input_timeout = nanos,
+        }
         self.rearm_id(id);
         Ok(())
     }
@@ -49,8 +51,8 @@ impl<S> Multi<S> {
     ) -> Result<(), UsageError> {
         self.conn(now, id)?;
         self.commit(now);
+        self.cold_mut(id).input_timeout = Nanos::from_timeout(timeout);
         let c = self.conn_mut(id);
-        c.input_timeout = Nanos::from_timeout(timeout);
         if c.phase != Phase::Connecting {
             c.since = now;
             self.rearm_id(id);
@@ -62,9 +64,10 @@ impl<S> Multi<S> {
     #[must_use]
     pub fn timeout(&self, id: ConnId) -> Option<Duration> {
         let c = self.conns.get(id.to_raw())?;
+        let cold = self.colds.get(id.to_raw())?;
         match c.phase {
-            Phase::Connecting => c.connect_timeout.to_timeout(),
-            Phase::Connected | Phase::Closing => c.input_timeout.to_timeout(),
+            Phase::Connecting => cold.connect_timeout.to_timeout(),
+            Phase::Connected | Phase::Closing => cold.input_timeout.to_timeout(),
         }
     }
 
@@ -81,11 +84,11 @@ impl<S> Multi<S> {
     ) -> Result<(), UsageError> {
         self.conn(now, id)?;
         self.commit(now);
-        let c = self.conn_mut(id);
-        c.codecs = Some(Box::new(Codecs {
+        self.cold_mut(id).codecs = Some(Box::new(Codecs {
             decoder: Box::new(framing),
             encoder: Box::new(framing),
         }));
+        self.conn_mut(id).flags |= CODECS;
         self.decoder_changed(id);
         Ok(())
     }
@@ -104,16 +107,17 @@ impl<S> Multi<S> {
         self.conn(now, id)?;
         self.commit(now);
         let framing = self.config.framing;
-        let c = self.conn_mut(id);
-        match &mut c.codecs {
+        let cold = self.cold_mut(id);
+        match &mut cold.codecs {
             Some(codecs) => codecs.decoder = decoder,
             None => {
-                c.codecs = Some(Box::new(Codecs {
+                cold.codecs = Some(Box::new(Codecs {
                     decoder,
                     encoder: Box::new(framing),
                 }));
             }
         }
+        self.conn_mut(id).flags |= CODECS;
         self.decoder_changed(id);
         Ok(())
     }
@@ -132,16 +136,17 @@ impl<S> Multi<S> {
         self.conn(now, id)?;
         self.commit(now);
         let framing = self.config.framing;
-        let c = self.conn_mut(id);
-        match &mut c.codecs {
+        let cold = self.cold_mut(id);
+        match &mut cold.codecs {
             Some(codecs) => codecs.encoder = encoder,
             None => {
-                c.codecs = Some(Box::new(Codecs {
+                cold.codecs = Some(Box::new(Codecs {
                     decoder: Box::new(framing),
                     encoder,
                 }));
             }
         }
+        self.conn_mut(id).flags |= CODECS;
         Ok(())
     }
 }

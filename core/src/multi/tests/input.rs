@@ -4,6 +4,7 @@ use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::super::conn::{Buffers, SPARE_BUFFER_CAPACITY, SPARE_BUFFERS, Spare};
 use super::super::*;
 use super::{addr, connected, drain, engine, inputs, t};
 use crate::codec::{
@@ -223,24 +224,38 @@ fn emptied_buffers_are_handed_back_and_reused() {
     assert!(m.buffer_capacity() > 0);
     drain(&mut m);
     m.handle_written(t(1), id, 6).unwrap();
-    // Both buffers emptied: the idle connection holds none, the engine keeps them as spares.
+    // Both buffers emptied: the idle connection holds none, the engine keeps the pair as a
+    // spare.
     assert_eq!(m.buffer_capacity(), 0);
-    assert_eq!(m.spare.len(), 2);
-    m.send(t(2), id, b"again").unwrap();
     assert_eq!(m.spare.len(), 1);
+    m.send(t(2), id, b"again").unwrap();
+    assert_eq!(m.spare.len(), 0);
     assert!(m.buffer_capacity() > 0);
-    // A partial frame keeps its buffer.
+    // A partial frame keeps the buffers even once the output is written.
     m.handle_received(t(2), id, b"par").unwrap();
     drain(&mut m);
+    m.handle_written(t(2), id, 7).unwrap();
     assert_eq!(m.spare.len(), 0);
+    assert!(m.buffer_capacity() > 0);
     assert_eq!(m.read_capacity(id), Ok((64 << 10) - 3));
-    // The spare list is bounded.
-    let mut spare = Vec::new();
+    // Completing the frame hands the pair back.
+    m.handle_received(t(2), id, b"t\n").unwrap();
+    assert_eq!(inputs(&drain(&mut m)), vec![b"part".to_vec()]);
+    assert_eq!(m.spare.len(), 1);
+    assert_eq!(m.buffer_capacity(), 0);
+    // The spare list is bounded, and a pair holding a large buffer is freed.
+    let mut spare = Spare::default();
     for _ in 0..100 {
-        recycle(&mut spare, Vec::with_capacity(8));
+        spare.recycle(Box::default());
     }
-    recycle(&mut spare, Vec::with_capacity(1 << 20));
     assert_eq!(spare.len(), SPARE_BUFFERS);
+    let mut spare = Spare::default();
+    let big = Buffers {
+        input: Vec::with_capacity(SPARE_BUFFER_CAPACITY + 1),
+        ..Buffers::default()
+    };
+    spare.recycle(Box::new(big));
+    assert_eq!(spare.len(), 0);
 }
 
 #[test]
