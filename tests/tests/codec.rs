@@ -126,13 +126,3 @@ fn whole_and_byte_by_byte_agree_on_a_mixed_stream() {
     );
     check_chunking(framing, input, &[1]);
 }
-
-#[test]
-fn the_codec_fuzz_entry_survives_random_inputs() {
-    let mut rng = moor_core::Rng::new(0xC0DEC);
-    for _ in 0..3000 {
-        let len = rng.below(512) as usize;
-        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        moor_tests::codec::fuzz(&data);
-    }
-}

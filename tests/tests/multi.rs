@@ -100,13 +100,3 @@ fn a_busy_mix_reaches_every_terminal_event() {
     let ended: Vec<&str> = h.model.ended.values().copied().collect();
     assert_eq!(ended.len(), 6);
 }
-
-#[test]
-fn the_multi_fuzz_entry_survives_random_inputs() {
-    let mut rng = moor_core::Rng::new(0x3017);
-    for _ in 0..2000 {
-        let len = rng.below(400) as usize;
-        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
-        moor_tests::multi::fuzz(&data);
-    }
-}
