@@ -222,8 +222,13 @@ impl<K: PoolKey> Pool<K> {
             self.lease(conn, token, FromCache::Immediate);
             return Ok(());
         }
-        // take_idle may have closed the key's last (expired) connection and forgotten the key.
-        let key_id = self.intern_key(key);
+        // take_idle may have closed the key's last (expired) connection and forgotten the key
+        // (slab keys are never reused, so a live id is still this key's).
+        let key_id = if self.keys.get(key_id).is_some() {
+            key_id
+        } else {
+            self.intern_key(key)
+        };
         let deadline = deadline.unwrap_or(now + self.config.request_timeout);
         let refusal = if deadline <= now {
             self.counters.timeouts += 1;
