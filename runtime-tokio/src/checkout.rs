@@ -5,6 +5,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -82,6 +83,12 @@ impl Future for Checkout {
                 target,
                 timeout,
             } => {
+                // Under contention the checkout will probably wait: allocate its slot outside
+                // the lock.
+                let mut slot = inner
+                    .queue_hint
+                    .load(Ordering::Relaxed)
+                    .then(oneshot::channel::<Answer>);
                 let (mut st, now) = inner.lock();
                 // Report idle sockets that woke since the driver last ran, so a checkout does
                 // not get one the reactor already knows is dead.
@@ -100,12 +107,18 @@ impl Future for Checkout {
                 match inner.pump(&mut st, Some(token), None) {
                     Some(answer) => {
                         inner.unlock(st);
+                        if slot.is_some() {
+                            inner.queue_hint.store(false, Ordering::Relaxed);
+                        }
                         Poll::Ready(guard(inner, answer))
                     }
                     None => {
-                        let (tx, mut rx) = oneshot::channel();
+                        let (tx, mut rx) = slot.take().unwrap_or_else(oneshot::channel);
                         st.waiters.insert(token, tx);
                         inner.unlock(st);
+                        if !inner.queue_hint.load(Ordering::Relaxed) {
+                            inner.queue_hint.store(true, Ordering::Relaxed);
+                        }
                         // Register this task's waker with the slot (nothing can be in it yet:
                         // the core answers this token only under the lock, delivered after).
                         match Pin::new(&mut rx).poll(cx) {

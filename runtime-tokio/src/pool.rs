@@ -2,7 +2,7 @@
 //! core's outputs into actions.
 //!
 //! Every path (a `get` on the cache-hit path, a guard's drop, a connect task finishing, the
-//! driver's timer) does the same thing under one short `parking_lot::Mutex`: feed the core an
+//! driver's timer) does the same thing under one short `std::sync::Mutex`: feed the core an
 //! input, then drain [`CorePool::poll_output`] to `None`, performing each action. The lock is
 //! never held across an `.await`; slow work (resolve, connect, TLS) runs in spawned tasks that
 //! come back through the same door.
@@ -15,13 +15,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, Stats};
 use moor_core::{ConfigError, ConnId, Instant, Token};
-use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -106,6 +105,9 @@ pub(crate) struct Inner {
     net: NetOptions,
     /// Wakes the driver: a new earlier deadline, idle activity, or shutdown.
     driver: Notify,
+    /// Whether the last checkout had to wait: if so, the next one makes its answer slot
+    /// before taking the lock (a guess: a wrong one costs an allocation, not correctness).
+    pub(crate) queue_hint: AtomicBool,
     /// Idle connections whose socket showed activity, reported by their wakers.
     woken: Mutex<Vec<ConnId>>,
     woken_any: AtomicBool,
@@ -124,7 +126,7 @@ impl Wake for IdleWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.woken.lock().push(self.conn);
+            inner.woken.lock().expect("woken list").push(self.conn);
             inner.woken_any.store(true, Ordering::Release);
             inner.driver.notify_one();
         }
@@ -158,6 +160,7 @@ impl Pool {
             rt: rt.clone(),
             net,
             driver: Notify::new(),
+            queue_hint: AtomicBool::new(false),
             woken: Mutex::new(Vec::new()),
             woken_any: AtomicBool::new(false),
             drained: watch::Sender::new(false),
@@ -182,12 +185,12 @@ impl Pool {
 
     /// Gauges over all targets and the counters (hits, misses, timeouts, evictions …).
     pub fn stats(&self) -> Stats {
-        self.handle.inner.state.lock().core.stats()
+        self.handle.inner.lock().0.core.stats()
     }
 
     /// Gauges of one target.
     pub fn key_stats(&self, target: &Target) -> Gauges {
-        self.handle.inner.state.lock().core.key_stats(target)
+        self.handle.inner.lock().0.core.key_stats(target)
     }
 
     /// Shuts the pool down: every waiting checkout fails with a shutdown error, idle
@@ -216,7 +219,8 @@ impl Inner {
     /// the core in time order.
     pub(crate) fn lock(&self) -> (MutexGuard<'_, State>, Instant) {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let mut st = self.state.lock();
+        // A panic under the lock is an internal invariant violation; going on would be wrong.
+        let mut st = self.state.lock().expect("moor-tokio pool state poisoned");
         let now = Instant::from_nanos(nanos).max(st.last_now);
         st.last_now = now;
         (st, now)
@@ -377,7 +381,7 @@ impl Inner {
         {
             return;
         }
-        let ids = std::mem::take(&mut *self.woken.lock());
+        let ids = std::mem::take(&mut *self.woken.lock().expect("woken list"));
         for conn in ids {
             // Leased since, or closed: the waker was stale.
             self.settle(st, now, conn);
