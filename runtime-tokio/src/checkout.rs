@@ -5,15 +5,17 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use moor_core::pool::{CheckoutError, FromCache};
 use moor_core::{ConnId, Token, UsageError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::pool::{Inner, WaiterSlot};
+use crate::pool::{Answer, Inner};
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -29,36 +31,45 @@ pub(crate) struct Lease {
 /// goes back to the pool.
 #[must_use = "a checkout does nothing unless awaited"]
 pub struct Checkout {
-    inner: Arc<Inner>,
     step: Step,
 }
 
 enum Step {
     Start {
+        inner: Arc<Inner>,
         target: Target,
         timeout: Option<Duration>,
     },
-    Waiting(Token),
+    /// Queued in the core; the answer arrives in `answer` without the pool's lock.
+    Waiting {
+        inner: Arc<Inner>,
+        token: Token,
+        answer: oneshot::Receiver<Answer>,
+    },
     Done,
 }
 
 impl Checkout {
     pub(crate) fn new(inner: Arc<Inner>, target: Target, timeout: Option<Duration>) -> Checkout {
         Checkout {
-            inner,
-            step: Step::Start { target, timeout },
+            step: Step::Start {
+                inner,
+                target,
+                timeout,
+            },
         }
     }
+}
 
-    fn guard(&self, lease: Lease) -> Pooled {
-        Pooled {
-            inner: self.inner.clone(),
-            conn: lease.conn,
-            stream: Some(lease.stream),
-            from_cache: lease.from_cache,
-            discard: false,
-        }
-    }
+/// Turns an answer into the guard, which takes over the checkout's handle on the pool.
+fn guard(inner: Arc<Inner>, answer: Answer) -> Result<Pooled, Error> {
+    answer.map(|lease| Pooled {
+        inner,
+        conn: lease.conn,
+        stream: Some(lease.stream),
+        from_cache: lease.from_cache,
+        discard: false,
+    })
 }
 
 impl Future for Checkout {
@@ -67,59 +78,81 @@ impl Future for Checkout {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         match std::mem::replace(&mut this.step, Step::Done) {
-            Step::Start { target, timeout } => {
-                let mut st = this.inner.lock();
-                let now = this.inner.now(&mut st);
+            Step::Start {
+                inner,
+                target,
+                timeout,
+            } => {
+                // Under contention the checkout will probably wait: allocate its slot outside
+                // the lock.
+                let mut slot = inner
+                    .queue_hint
+                    .load(Ordering::Relaxed)
+                    .then(oneshot::channel::<Answer>);
+                let (mut st, now) = inner.lock();
                 // Report idle sockets that woke since the driver last ran, so a checkout does
                 // not get one the reactor already knows is dead.
-                this.inner.check_woken(&mut st, now);
+                inner.check_woken(&mut st, now);
                 let token = Inner::next_token(&mut st);
                 let deadline = timeout.map(|d| now + d);
                 match st.core.handle_checkout(now, token, &target, deadline) {
                     Ok(()) => {}
                     Err(UsageError::ShutDown) => {
+                        drop(st);
                         return Poll::Ready(Err(Error::new(CheckoutError::Shutdown, None)));
                     }
                     Err(e) => unreachable!("fresh token and monotonic clock: {e}"),
                 }
                 // The cache-hit path: the answer is already in the core's queue.
-                match this.inner.pump(&mut st, Some(token), None) {
+                match inner.pump(&mut st, Some(token), None) {
                     Some(answer) => {
-                        this.inner.unlock(st);
-                        Poll::Ready(answer.map(|lease| this.guard(lease)))
-                    }
-                    None => {
-                        st.waiters.insert(
-                            token,
-                            WaiterSlot {
-                                waker: cx.waker().clone(),
-                                result: None,
-                            },
-                        );
-                        this.step = Step::Waiting(token);
-                        this.inner.unlock(st);
-                        Poll::Pending
-                    }
-                }
-            }
-            Step::Waiting(token) => {
-                let mut st = this.inner.lock();
-                let slot = st.waiters.get_mut(&token).expect("our waiter slot");
-                match slot.result.take() {
-                    Some(answer) => {
-                        st.waiters.remove(&token);
-                        drop(st);
-                        Poll::Ready(answer.map(|lease| this.guard(lease)))
-                    }
-                    None => {
-                        if !slot.waker.will_wake(cx.waker()) {
-                            slot.waker = cx.waker().clone();
+                        inner.unlock(st);
+                        if slot.is_some() {
+                            inner.queue_hint.store(false, Ordering::Relaxed);
                         }
-                        this.step = Step::Waiting(token);
-                        Poll::Pending
+                        Poll::Ready(guard(inner, answer))
+                    }
+                    None => {
+                        let (tx, mut rx) = slot.take().unwrap_or_else(oneshot::channel);
+                        st.waiters.insert(token, tx);
+                        inner.unlock(st);
+                        if !inner.queue_hint.load(Ordering::Relaxed) {
+                            inner.queue_hint.store(true, Ordering::Relaxed);
+                        }
+                        // Register this task's waker with the slot (nothing can be in it yet:
+                        // the core answers this token only under the lock, delivered after).
+                        match Pin::new(&mut rx).poll(cx) {
+                            Poll::Ready(answer) => {
+                                Poll::Ready(guard(inner, answer.expect("the pool answers")))
+                            }
+                            Poll::Pending => {
+                                this.step = Step::Waiting {
+                                    inner,
+                                    token,
+                                    answer: rx,
+                                };
+                                Poll::Pending
+                            }
+                        }
                     }
                 }
             }
+            Step::Waiting {
+                inner,
+                token,
+                mut answer,
+            } => match Pin::new(&mut answer).poll(cx) {
+                // The pool keeps every waiter's slot until it answers it.
+                Poll::Ready(a) => Poll::Ready(guard(inner, a.expect("the pool answers"))),
+                Poll::Pending => {
+                    this.step = Step::Waiting {
+                        inner,
+                        token,
+                        answer,
+                    };
+                    Poll::Pending
+                }
+            },
             Step::Done => panic!("a moor-tokio Checkout was polled after it completed"),
         }
     }
@@ -127,26 +160,31 @@ impl Future for Checkout {
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        let Step::Waiting(token) = self.step else {
+        let Step::Waiting {
+            inner,
+            token,
+            answer,
+        } = &mut self.step
+        else {
             return;
         };
-        let mut st = self.inner.lock();
-        let slot = st.waiters.remove(&token).expect("our waiter slot");
-        match slot.result {
-            Some(Ok(lease)) => {
-                // Answered but never delivered: the connection goes back, unused.
-                self.inner.unlock(st);
-                self.inner.checkin(lease.conn, lease.stream, false);
-            }
-            Some(Err(_)) => {}
-            None => {
-                let now = self.inner.now(&mut st);
-                st.core
-                    .handle_cancel(now, token)
-                    .expect("an unanswered checkout is pending in the core");
-                self.inner.pump(&mut st, None, None);
-                self.inner.unlock(st);
-            }
+        let (mut st, now) = inner.lock();
+        if st.waiters.remove(token).is_some() {
+            // Not answered yet: withdraw it.
+            st.core
+                .handle_cancel(now, *token)
+                .expect("an unanswered checkout is pending in the core");
+            inner.pump(&mut st, None, None);
+            inner.unlock(st);
+            return;
+        }
+        inner.unlock(st);
+        // Answered: the answer is in the slot, or on its way (then the sender finds the slot
+        // closed and checks the connection back in itself).
+        answer.close();
+        if let Ok(Ok(lease)) = answer.try_recv() {
+            // Answered but never delivered: the connection goes back, unused.
+            inner.checkin(lease.conn, lease.stream, false);
         }
     }
 }

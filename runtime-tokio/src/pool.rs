@@ -6,6 +6,10 @@
 //! input, then drain [`CorePool::poll_output`] to `None`, performing each action. The lock is
 //! never held across an `.await`; slow work (resolve, connect, TLS) runs in spawned tasks that
 //! come back through the same door.
+//!
+//! The clock is read before the lock is taken, and an answer for a waiting checkout goes into
+//! that checkout's own one-shot slot after the lock is released: the woken checkout never
+//! takes the pool's lock again.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, Stats};
 use moor_core::{ConfigError, ConnId, Instant, Token};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::builder::{Builder, NetOptions};
@@ -76,11 +80,9 @@ pub(crate) enum Slot {
     Leased { waker: Waker },
 }
 
-/// A checkout that is waiting for its answer.
-pub(crate) struct WaiterSlot {
-    pub(crate) waker: Waker,
-    pub(crate) result: Option<Result<Lease, Error>>,
-}
+/// Where the answer to a waiting checkout goes: the checkout holds the receiving end.
+pub(crate) type Answer = Result<Lease, Error>;
+pub(crate) type WaiterSlot = oneshot::Sender<Answer>;
 
 pub(crate) struct State {
     pub(crate) core: CorePool<Target>,
@@ -91,9 +93,9 @@ pub(crate) struct State {
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
     drained: bool,
-    /// Checkouts to wake once the lock is released (waking under the lock would have them
-    /// run straight into it on another worker).
-    wake: Vec<Waker>,
+    /// Answers to hand to waiting checkouts once the lock is released (waking under the lock
+    /// would lengthen it by a possible thread wake-up).
+    deliveries: Vec<(WaiterSlot, Answer)>,
 }
 
 pub(crate) struct Inner {
@@ -103,6 +105,9 @@ pub(crate) struct Inner {
     net: NetOptions,
     /// Wakes the driver: a new earlier deadline, idle activity, or shutdown.
     driver: Notify,
+    /// Whether the last checkout had to wait: if so, the next one makes its answer slot
+    /// before taking the lock (a guess: a wrong one costs an allocation, not correctness).
+    pub(crate) queue_hint: AtomicBool,
     /// Idle connections whose socket showed activity, reported by their wakers.
     woken: Mutex<Vec<ConnId>>,
     woken_any: AtomicBool,
@@ -121,7 +126,7 @@ impl Wake for IdleWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.woken.lock().unwrap().push(self.conn);
+            inner.woken.lock().expect("woken list").push(self.conn);
             inner.woken_any.store(true, Ordering::Release);
             inner.driver.notify_one();
         }
@@ -149,12 +154,13 @@ impl Pool {
                 conns: IdMap::default(),
                 driver_deadline: None,
                 drained: false,
-                wake: Vec::new(),
+                deliveries: Vec::new(),
             }),
             origin: tokio::time::Instant::now(),
             rt: rt.clone(),
             net,
             driver: Notify::new(),
+            queue_hint: AtomicBool::new(false),
             woken: Mutex::new(Vec::new()),
             woken_any: AtomicBool::new(false),
             drained: watch::Sender::new(false),
@@ -179,12 +185,12 @@ impl Pool {
 
     /// Gauges over all targets and the counters (hits, misses, timeouts, evictions …).
     pub fn stats(&self) -> Stats {
-        self.handle.inner.lock().core.stats()
+        self.handle.inner.lock().0.core.stats()
     }
 
     /// Gauges of one target.
     pub fn key_stats(&self, target: &Target) -> Gauges {
-        self.handle.inner.lock().core.key_stats(target)
+        self.handle.inner.lock().0.core.key_stats(target)
     }
 
     /// Shuts the pool down: every waiting checkout fails with a shutdown error, idle
@@ -208,30 +214,43 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Inner {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic under the lock is an internal invariant violation; keep going is wrong.
-        self.state.lock().expect("moor-tokio pool state poisoned")
-    }
-
-    /// The core's clock: nanoseconds since the pool started, never going backwards. Read
-    /// under the lock so inputs reach the core in time order.
-    /// Releases the lock, then wakes the checkouts that were answered under it.
-    pub(crate) fn unlock(&self, mut st: MutexGuard<'_, State>) {
-        if st.wake.is_empty() {
-            return;
-        }
-        let wake = std::mem::take(&mut st.wake);
-        drop(st);
-        for waker in wake {
-            waker.wake();
-        }
-    }
-
-    pub(crate) fn now(&self, st: &mut State) -> Instant {
+    /// Reads the clock (outside the lock: a clock read can cost more than the whole critical
+    /// section), then takes the lock and makes the reading monotonic under it, so inputs reach
+    /// the core in time order.
+    pub(crate) fn lock(&self) -> (MutexGuard<'_, State>, Instant) {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // A panic under the lock is an internal invariant violation; going on would be wrong.
+        let mut st = self.state.lock().expect("moor-tokio pool state poisoned");
         let now = Instant::from_nanos(nanos).max(st.last_now);
         st.last_now = now;
-        now
+        (st, now)
+    }
+
+    /// Releases the lock, then hands the answers produced under it to their checkouts. An
+    /// answer whose checkout has gone since (dropped after it was answered) goes back.
+    pub(crate) fn unlock(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        match st.deliveries.len() {
+            0 => {}
+            // The common case (a checkin serving the head waiter): the buffer stays allocated.
+            1 => {
+                let delivery = st.deliveries.pop().expect("one delivery");
+                drop(st);
+                self.deliver_now(delivery);
+            }
+            _ => {
+                let deliveries = std::mem::take(&mut st.deliveries);
+                drop(st);
+                for delivery in deliveries {
+                    self.deliver_now(delivery);
+                }
+            }
+        }
+    }
+
+    fn deliver_now(self: &Arc<Self>, (slot, answer): (WaiterSlot, Answer)) {
+        if let Err(Ok(lease)) = slot.send(answer) {
+            self.checkin(lease.conn, lease.stream, false);
+        }
     }
 
     pub(crate) fn next_token(st: &mut State) -> Token {
@@ -240,8 +259,7 @@ impl Inner {
     }
 
     fn begin_shutdown(self: &Arc<Self>) {
-        let mut st = self.lock();
-        let now = self.now(&mut st);
+        let (mut st, now) = self.lock();
         // Only TimeWentBackwards can come back, and `now` never goes backwards.
         let _ = st.core.handle_shutdown(now);
         self.pump(&mut st, None, None);
@@ -257,7 +275,7 @@ impl Inner {
         st: &mut State,
         mine: Option<Token>,
         cause: Option<&Arc<io::Error>>,
-    ) -> Option<Result<Lease, Error>> {
+    ) -> Option<Answer> {
         let mut answer = None;
         while let Some(output) = st.core.poll_output() {
             match output {
@@ -357,10 +375,13 @@ impl Inner {
     /// Looks at the idle connections whose sockets woke up: closes the ones that are not healthy
     /// any more (data, EOF, error) and re-arms the others.
     pub(crate) fn check_woken(self: &Arc<Self>, st: &mut State, now: Instant) {
-        if !self.woken_any.swap(false, Ordering::Acquire) {
+        // A plain load first: every checkout passes here, and a swap would bounce the cache
+        // line between cores even when nothing woke.
+        if !self.woken_any.load(Ordering::Relaxed) || !self.woken_any.swap(false, Ordering::Acquire)
+        {
             return;
         }
-        let ids = std::mem::take(&mut *self.woken.lock().unwrap());
+        let ids = std::mem::take(&mut *self.woken.lock().expect("woken list"));
         for conn in ids {
             // Leased since, or closed: the waker was stale.
             self.settle(st, now, conn);
@@ -372,8 +393,7 @@ impl Inner {
     pub(crate) fn checkin(self: &Arc<Self>, conn: ConnId, mut stream: Stream, discard: bool) {
         // The probe touches only this stream: do it before taking the lock.
         let reusable = !discard && stream.probe();
-        let mut st = self.lock();
-        let now = self.now(&mut st);
+        let (mut st, now) = self.lock();
         let closing = if reusable {
             let slot = st
                 .conns
@@ -408,8 +428,7 @@ impl Inner {
         host: &Arc<str>,
         result: Result<Vec<std::net::IpAddr>, (moor_core::pool::ResolveError, io::Error)>,
     ) {
-        let mut st = self.lock();
-        let now = self.now(&mut st);
+        let (mut st, now) = self.lock();
         let (answer, cause) = match result {
             Ok(ips) => (st.core.handle_resolved(now, host, Ok(&ips)), None),
             Err((kind, e)) => (
@@ -429,12 +448,11 @@ impl Inner {
         conn: ConnId,
         result: Result<Stream, (moor_core::pool::ConnectError, io::Error)>,
     ) {
-        let mut st = self.lock();
+        let (mut st, now) = self.lock();
         if !matches!(st.conns.get(&conn), Some(Slot::Connecting(_))) {
             // Closed while connecting (timeout, shutdown): drop whatever we got.
             return;
         }
-        let now = self.now(&mut st);
         match result {
             Ok(stream) => {
                 let waker = Waker::from(Arc::new(IdleWaker {
@@ -460,14 +478,13 @@ impl Inner {
     }
 }
 
-/// Hands an answer to a waiting checkout and wakes it.
-fn deliver(st: &mut State, token: Token, result: Result<Lease, Error>) {
+/// Queues an answer for a waiting checkout, handed over by [`Inner::unlock`].
+fn deliver(st: &mut State, token: Token, result: Answer) {
     let slot = st
         .waiters
-        .get_mut(&token)
+        .remove(&token)
         .expect("every pending checkout but the caller's has a waiter slot");
-    slot.result = Some(result);
-    st.wake.push(slot.waker.clone());
+    st.deliveries.push((slot, result));
 }
 
 /// The driver task: fires the core's timers, handles idle-socket wake-ups, and sleeps until
@@ -475,8 +492,7 @@ fn deliver(st: &mut State, token: Token, result: Result<Lease, Error>) {
 async fn drive(inner: Arc<Inner>) {
     loop {
         let deadline = {
-            let mut st = inner.lock();
-            let now = inner.now(&mut st);
+            let (mut st, now) = inner.lock();
             inner.check_woken(&mut st, now);
             st.core.handle_timeout(now);
             inner.pump(&mut st, None, None);

@@ -1,5 +1,6 @@
 //! The stream a checkout hands out (plain TCP or TLS), and the health probes the pool runs on it.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -66,11 +67,9 @@ impl Stream {
             Stream::Tls(s) => {
                 let mut byte = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut byte);
-                let mut cx = Context::from_waker(Waker::noop());
-                matches!(
-                    Pin::new(&mut **s).poll_read(&mut cx, &mut buf),
-                    Poll::Pending
-                )
+                outside_budget(Waker::noop(), |cx| {
+                    Pin::new(&mut **s).poll_read(cx, &mut buf).is_pending()
+                })
             }
         }
     }
@@ -78,8 +77,7 @@ impl Stream {
     /// Registers `waker` to be woken when the socket becomes readable (data, EOF or error).
     /// `false` if it is readable already (the caller probes and tries again).
     fn arm(&self, waker: &Waker) -> bool {
-        let mut cx = Context::from_waker(waker);
-        self.tcp().poll_read_ready(&mut cx).is_pending()
+        outside_budget(waker, |cx| self.tcp().poll_read_ready(cx).is_pending())
     }
 
     /// Makes an idle stream wake `waker` on any activity. `false` if the stream is not healthy
@@ -96,6 +94,23 @@ impl Stream {
             }
         }
         false
+    }
+}
+
+/// Runs `f` with a context for `waker` outside tokio's cooperative budget.
+///
+/// The probes and the idle watch are the pool's bookkeeping, not the task's I/O. Under the
+/// task's budget they would use it up (making the task yield more often than its own work
+/// asks), and once it is spent they would answer `Pending` without looking at the socket: a
+/// TLS probe would pass a connection it never read, and the idle watch would not be armed but
+/// would wake its waker (the driver) for nothing.
+fn outside_budget<T>(waker: &Waker, f: impl FnOnce(&mut Context<'_>) -> T) -> T {
+    let mut f = Some(f);
+    let poll = std::future::poll_fn(|cx| Poll::Ready(f.take().expect("polled once")(cx)));
+    let mut fut = std::pin::pin!(tokio::task::unconstrained(poll));
+    match fut.as_mut().poll(&mut Context::from_waker(waker)) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("an unconstrained ready future"),
     }
 }
 

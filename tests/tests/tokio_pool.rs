@@ -306,6 +306,30 @@ async fn a_guard_dropped_with_unread_data_is_discarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_guard_with_unread_data_is_discarded_even_when_the_task_budget_is_spent() {
+    bounded(10, async {
+        let (acceptor, trusting) = tls_pair();
+        let server = Server::start_tls(Behavior::WriteIdle(Duration::from_millis(50)), acceptor);
+        let t = Target::new("tls", "localhost", server.addr.port());
+        let pool = Pool::builder().tls_config(trusting).build().unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"warm").await.unwrap();
+        // The server's unsolicited record arrives while we hold the guard.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Spend this task's cooperative budget without yielding: the pool's health check must
+        // still look at the socket (a budget-limited read would answer "pending": healthy).
+        while tokio::task::coop::has_budget_remaining() {
+            tokio::task::consume_budget().await;
+        }
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (0, 0), "{s:?}");
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_in_the_middle_of_use_reaches_the_user_and_the_pool_stays_consistent() {
     bounded(10, async {
         let server = Server::start(Behavior::Echo);

@@ -18,6 +18,30 @@ impl<K: PoolKey> Pool<K> {
         );
         assert_eq!(self.waiters.len(), self.total.waiters);
         assert_eq!(self.tokens.len(), self.total.waiters);
+        // Every waiter has exactly one deadline entry: in the default-deadline list (which is
+        // in deadline order) or in the timers.
+        let mut listed = 0;
+        let mut last = None;
+        for (id, w) in self.waiters.iter() {
+            if w.in_expiry {
+                listed += 1;
+                assert!(!self.timers.contains(w.deadline, Timer::Waiter(id)));
+            } else {
+                assert!(self.timers.contains(w.deadline, Timer::Waiter(id)));
+            }
+        }
+        assert_eq!(self.expiry.len(), listed);
+        let mut next = self.expiry.front();
+        while let Some(id) = next {
+            let w = self.waiters.get(id).expect("listed waiter is live");
+            assert!(w.in_expiry);
+            assert!(
+                last.is_none_or(|l| l <= w.deadline),
+                "expiry list out of order"
+            );
+            last = Some(w.deadline);
+            next = (w.expiry_links.next() != 0).then(|| w.expiry_links.next());
+        }
         assert_eq!(self.lru.len(), self.total.idle);
         assert_eq!(self.key_ids.len(), self.keys.len());
         assert!(

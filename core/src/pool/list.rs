@@ -13,6 +13,13 @@ pub(crate) struct Links {
     next: u64,
 }
 
+impl Links {
+    /// The next node's key (0: none). For invariant checks.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
+}
+
 /// The head of one list. The nodes live in a slab; `links` picks the node's links for this list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct List {

@@ -71,6 +71,10 @@ pub struct Pool<K: PoolKey> {
     conns: Slab<Conn>,
     waiters: Slab<Waiter>,
     tokens: BTreeMap<Token, u64>,
+    /// Waiters with the default deadline (`now + request_timeout`), oldest first. `now` never
+    /// goes backwards, so this list is also in deadline order: it serves as their timer
+    /// without touching the shared deadline index (only custom deadlines go there).
+    expiry: List,
     /// Every idle connection, least recently used first: the eviction order.
     lru: List,
     /// Keys with waiters that need a connection but the global cap is reached, oldest first.
@@ -143,6 +147,9 @@ struct Waiter {
     key: u64,
     deadline: Instant,
     links: Links,
+    /// In [`Pool::expiry`] (default deadline) rather than in the timers.
+    in_expiry: bool,
+    expiry_links: Links,
 }
 
 /// What a timer entry is for.
@@ -166,6 +173,9 @@ fn lru_links(c: &mut Conn) -> &mut Links {
 fn waiter_links(w: &mut Waiter) -> &mut Links {
     &mut w.links
 }
+fn expiry_links(w: &mut Waiter) -> &mut Links {
+    &mut w.expiry_links
+}
 
 impl<K: PoolKey> Pool<K> {
     /// A pool with `config`.
@@ -185,6 +195,7 @@ impl<K: PoolKey> Pool<K> {
             conns: Slab::default(),
             waiters: Slab::default(),
             tokens: BTreeMap::new(),
+            expiry: List::default(),
             lru: List::default(),
             blocked: VecDeque::new(),
             timers: Timers::new(),
@@ -222,8 +233,14 @@ impl<K: PoolKey> Pool<K> {
             self.lease(conn, token, FromCache::Immediate);
             return Ok(());
         }
-        // take_idle may have closed the key's last (expired) connection and forgotten the key.
-        let key_id = self.intern_key(key);
+        // take_idle may have closed the key's last (expired) connection and forgotten the key
+        // (slab keys are never reused, so a live id is still this key's).
+        let key_id = if self.keys.get(key_id).is_some() {
+            key_id
+        } else {
+            self.intern_key(key)
+        };
+        let in_expiry = deadline.is_none();
         let deadline = deadline.unwrap_or(now + self.config.request_timeout);
         let refusal = if deadline <= now {
             self.counters.timeouts += 1;
@@ -244,9 +261,16 @@ impl<K: PoolKey> Pool<K> {
             key: key_id,
             deadline,
             links: Links::default(),
+            in_expiry,
+            expiry_links: Links::default(),
         });
         self.tokens.insert(token, waiter);
-        self.timers.insert(deadline, Timer::Waiter(waiter));
+        if in_expiry {
+            self.expiry
+                .push_back(&mut self.waiters, waiter, expiry_links);
+        } else {
+            self.timers.insert(deadline, Timer::Waiter(waiter));
+        }
         let ks = self.keys.get_mut(key_id).expect("interned key");
         ks.waiters
             .push_back(&mut self.waiters, waiter, waiter_links);
@@ -476,10 +500,23 @@ impl<K: PoolKey> Pool<K> {
         if !self.time.advance(now) {
             return;
         }
-        while let Some((_, timer)) = self.timers.pop_due(now) {
+        loop {
+            // The earliest due entry of the two deadline orders; on a tie the default-deadline
+            // waiter goes first, as waiters go before other timers at one deadline.
+            let fifo = self.expiry.front().and_then(|w| {
+                let at = self.waiters.get(w).expect("listed waiter is live").deadline;
+                (at <= now).then_some((at, w))
+            });
+            let timer = match (fifo, self.timers.next_deadline()) {
+                (Some((at, w)), next) if next.is_none_or(|t| at <= t) => Timer::Waiter(w),
+                _ => match self.timers.pop_due(now) {
+                    Some((_, timer)) => timer,
+                    None => break,
+                },
+            };
             match timer {
                 Timer::Waiter(waiter) => {
-                    let w = self.remove_waiter_disarmed(waiter);
+                    let w = self.remove_waiter(waiter);
                     self.counters.timeouts += 1;
                     self.outputs.push_back(Output::CheckoutFailed {
                         token: w.token,
@@ -513,7 +550,14 @@ impl<K: PoolKey> Pool<K> {
     /// When [`Pool::handle_timeout`] should next be called, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        let fifo = self
+            .expiry
+            .front()
+            .map(|w| self.waiters.get(w).expect("listed waiter is live").deadline);
+        match (self.timers.next_deadline(), fifo) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Gauges over all keys and the counters.

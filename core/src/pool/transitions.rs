@@ -8,8 +8,8 @@ use core::net::{IpAddr, SocketAddr};
 use super::list::{Links, List};
 use super::{
     CheckoutError, CloseReason, Conn, ConnState, ConnectError, FromCache, Gauges, KeyState, Output,
-    Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter, idle_links, ks_host,
-    lru_links, waiter_links,
+    Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter, expiry_links,
+    idle_links, ks_host, lru_links, waiter_links,
 };
 use crate::error::UsageError;
 use crate::id::{ConnId, Token};
@@ -432,14 +432,15 @@ impl<K: PoolKey> Pool<K> {
             .collect()
     }
 
+    /// Removes a waiter from its key's queue, its deadline order and the token table.
     pub(super) fn remove_waiter(&mut self, waiter: u64) -> Waiter {
-        let deadline = self.waiters.get(waiter).expect("live waiter").deadline;
-        self.timers.remove(deadline, Timer::Waiter(waiter));
-        self.remove_waiter_disarmed(waiter)
-    }
-
-    pub(super) fn remove_waiter_disarmed(&mut self, waiter: u64) -> Waiter {
-        let key_id = self.waiters.get(waiter).expect("live waiter").key;
+        let w = self.waiters.get(waiter).expect("live waiter");
+        let (key_id, in_expiry, deadline) = (w.key, w.in_expiry, w.deadline);
+        if in_expiry {
+            self.expiry.remove(&mut self.waiters, waiter, expiry_links);
+        } else {
+            self.timers.remove(deadline, Timer::Waiter(waiter));
+        }
         let ks = self.keys.get_mut(key_id).expect("waiter's key is live");
         ks.waiters.remove(&mut self.waiters, waiter, waiter_links);
         ks.gauges.waiters -= 1;
