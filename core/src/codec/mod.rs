@@ -196,7 +196,7 @@ impl Encoder for BlockCodec {
     /// decodes as whole blocks.
     fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let len = self.block_len.max(1);
-        if frame.len() % len != 0 {
+        if !frame.len().is_multiple_of(len) {
             return Err(EncodeError::NotBlockMultiple { block_len: len });
         }
         out.extend_from_slice(frame);
