@@ -106,18 +106,7 @@ impl<S> Multi<S> {
     ) -> Result<(), UsageError> {
         self.conn(now, id)?;
         self.commit(now);
-        let framing = self.config.framing;
-        let cold = self.cold_mut(id);
-        match &mut cold.codecs {
-            Some(codecs) => codecs.decoder = decoder,
-            None => {
-                cold.codecs = Some(Box::new(Codecs {
-                    decoder,
-                    encoder: Box::new(framing),
-                }));
-            }
-        }
-        self.conn_mut(id).flags |= CODECS;
+        self.codecs_mut(id).decoder = decoder;
         self.decoder_changed(id);
         Ok(())
     }
@@ -135,18 +124,20 @@ impl<S> Multi<S> {
     ) -> Result<(), UsageError> {
         self.conn(now, id)?;
         self.commit(now);
-        let framing = self.config.framing;
-        let cold = self.cold_mut(id);
-        match &mut cold.codecs {
-            Some(codecs) => codecs.encoder = encoder,
-            None => {
-                cold.codecs = Some(Box::new(Codecs {
-                    decoder: Box::new(framing),
-                    encoder,
-                }));
-            }
-        }
-        self.conn_mut(id).flags |= CODECS;
+        self.codecs_mut(id).encoder = encoder;
         Ok(())
+    }
+
+    /// The connection's own codecs, made from the engine's framing on first use; marks the
+    /// connection so the hot path knows to look them up.
+    fn codecs_mut(&mut self, id: ConnId) -> &mut Codecs {
+        let framing = self.config.framing;
+        self.conn_mut(id).flags |= CODECS;
+        self.cold_mut(id).codecs.get_or_insert_with(|| {
+            Box::new(Codecs {
+                decoder: Box::new(framing),
+                encoder: Box::new(framing),
+            })
+        })
     }
 }

@@ -208,12 +208,7 @@ impl<M> Reconnect<M> {
     ) -> Result<Applied, UsageError> {
         self.check_attempt(now, attempt)?;
         match self.state {
-            State::Connecting { attempt: a, .. } if a == attempt => {
-                self.time.check(now)?;
-                self.stats.connect_failures += 1;
-                self.after_failure(now, Reason::ConnectFailed(cause));
-                Ok(Applied::Yes)
-            }
+            State::Connecting { attempt: a, .. } if a == attempt => self.connect_failed(now, cause),
             State::Connected { attempt: a, .. } if a == attempt => Err(UsageError::WrongState {
                 operation: "report a connect failure",
                 state: "connected",
@@ -236,12 +231,7 @@ impl<M> Reconnect<M> {
     ) -> Result<Applied, UsageError> {
         self.check_attempt(now, attempt)?;
         match self.state {
-            State::Connecting { attempt: a, .. } if a == attempt => {
-                self.time.check(now)?;
-                self.stats.connect_failures += 1;
-                self.after_failure(now, Reason::ConnectFailed(cause));
-                Ok(Applied::Yes)
-            }
+            State::Connecting { attempt: a, .. } if a == attempt => self.connect_failed(now, cause),
             State::Connected { attempt: a, since } if a == attempt => {
                 self.time.check(now)?;
                 self.stats.disconnects += 1;
@@ -255,6 +245,14 @@ impl<M> Reconnect<M> {
             }
             _ => self.stale(now),
         }
+    }
+
+    /// The attempt in flight failed before it connected.
+    fn connect_failed(&mut self, now: Instant, cause: Cause) -> Result<Applied, UsageError> {
+        self.time.check(now)?;
+        self.stats.connect_failures += 1;
+        self.after_failure(now, Reason::ConnectFailed(cause));
+        Ok(Applied::Yes)
     }
 
     /// Adds a subscriber. If the link is connected, it is told [`Output::Connected`] at once.
