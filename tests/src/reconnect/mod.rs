@@ -542,11 +542,8 @@ pub fn fuzz(data: &[u8]) {
         return;
     };
     let seed = u64::arbitrary(&mut u).unwrap_or(0);
-    let mut h = Harness::new(profile, seed);
-    for _ in 0..256 {
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
-        h.step(&op);
-    }
+    let ops: Vec<Op> = std::iter::from_fn(|| Op::arbitrary(&mut u).ok())
+        .take(256)
+        .collect();
+    run(profile, seed, &ops);
 }
