@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::pool::{Answer, Inner};
+use crate::pool::{Answer, Inner, Waiting};
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -44,6 +44,8 @@ enum Step {
     Waiting {
         inner: Arc<Inner>,
         token: Token,
+        /// This checkout's number in its waiter entry (the token's key may be reused later).
+        seq: u64,
         answer: oneshot::Receiver<Answer>,
     },
     Done,
@@ -93,7 +95,8 @@ impl Future for Checkout {
                 // Report idle sockets that woke since the driver last ran, so a checkout does
                 // not get one the reactor already knows is dead.
                 inner.check_woken(&mut st, now);
-                let token = Inner::next_token(&mut st);
+                // The key the slot will get if the checkout waits (nothing else inserts under the lock).
+                let token = Token(st.waiters.vacant_key() as u64);
                 let deadline = timeout.map(|d| now + d);
                 match st.core.handle_checkout(now, token, &target, deadline) {
                     Ok(()) => {}
@@ -106,7 +109,7 @@ impl Future for Checkout {
                 // The cache-hit path: the answer is already in the core's queue.
                 match inner.pump(&mut st, Some(token), None) {
                     Some(answer) => {
-                        inner.unlock(st);
+                        drop(st);
                         if slot.is_some() {
                             inner.queue_hint.store(false, Ordering::Relaxed);
                         }
@@ -114,8 +117,11 @@ impl Future for Checkout {
                     }
                     None => {
                         let (tx, mut rx) = slot.take().unwrap_or_else(oneshot::channel);
-                        st.waiters.insert(token, tx);
-                        inner.unlock(st);
+                        let seq = st.next_seq;
+                        st.next_seq += 1;
+                        let key = st.waiters.insert(Waiting { seq, slot: tx });
+                        debug_assert_eq!(Token(key as u64), token);
+                        drop(st);
                         if !inner.queue_hint.load(Ordering::Relaxed) {
                             inner.queue_hint.store(true, Ordering::Relaxed);
                         }
@@ -129,6 +135,7 @@ impl Future for Checkout {
                                 this.step = Step::Waiting {
                                     inner,
                                     token,
+                                    seq,
                                     answer: rx,
                                 };
                                 Poll::Pending
@@ -140,6 +147,7 @@ impl Future for Checkout {
             Step::Waiting {
                 inner,
                 token,
+                seq,
                 mut answer,
             } => match Pin::new(&mut answer).poll(cx) {
                 // The pool keeps every waiter's slot until it answers it.
@@ -148,6 +156,7 @@ impl Future for Checkout {
                     this.step = Step::Waiting {
                         inner,
                         token,
+                        seq,
                         answer,
                     };
                     Poll::Pending
@@ -163,22 +172,26 @@ impl Drop for Checkout {
         let Step::Waiting {
             inner,
             token,
+            seq,
             answer,
         } = &mut self.step
         else {
             return;
         };
         let (mut st, now) = inner.lock();
-        if st.waiters.remove(token).is_some() {
+        let key = usize::try_from(token.0).expect("tokens are slab keys");
+        // The entry is ours only if its number is: once answered, the key may be reused.
+        if st.waiters.get(key).is_some_and(|w| w.seq == *seq) {
+            st.waiters.remove(key);
             // Not answered yet: withdraw it.
             st.core
                 .handle_cancel(now, *token)
                 .expect("an unanswered checkout is pending in the core");
             inner.pump(&mut st, None, None);
-            inner.unlock(st);
+            drop(st);
             return;
         }
-        inner.unlock(st);
+        drop(st);
         // Answered: the answer is in the slot, or on its way (then the sender finds the slot
         // closed and checks the connection back in itself).
         answer.close();

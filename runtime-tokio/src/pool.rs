@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Wake, Waker};
@@ -84,11 +85,22 @@ pub(crate) enum Slot {
 pub(crate) type Answer = Result<Lease, Error>;
 pub(crate) type WaiterSlot = oneshot::Sender<Answer>;
 
+/// A waiting checkout's entry: its number and its answer slot.
+pub(crate) struct Waiting {
+    pub(crate) seq: u64,
+    pub(crate) slot: WaiterSlot,
+}
+
 pub(crate) struct State {
     pub(crate) core: CorePool<Target>,
     last_now: Instant,
-    next_token: u64,
-    pub(crate) waiters: IdMap<Token, WaiterSlot>,
+    /// Waiting checkouts' answer slots. A checkout's token is its key here: a key is reused
+    /// only after the core has answered or withdrawn the checkout, which is all the core asks
+    /// of tokens, and a slab index is cheaper than hashing.
+    pub(crate) waiters: slab::Slab<Waiting>,
+    /// Numbers every waiting checkout, so a checkout can tell its own slot from a later
+    /// one under the same (reused) key.
+    pub(crate) next_seq: u64,
     pub(crate) conns: IdMap<ConnId, Slot>,
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
@@ -96,6 +108,34 @@ pub(crate) struct State {
     /// Answers to hand to waiting checkouts once the lock is released (waking under the lock
     /// would lengthen it by a possible thread wake-up).
     deliveries: Vec<(WaiterSlot, Answer)>,
+}
+
+/// The locked pool state. Letting go of it ([`Drop`]) releases the lock, then hands out the
+/// answers produced under it (see [`Inner::release`]).
+pub(crate) struct Locked<'a> {
+    inner: &'a Arc<Inner>,
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until drop")
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            self.inner.release(guard);
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -149,8 +189,8 @@ impl Pool {
             state: Mutex::new(State {
                 core,
                 last_now: Instant::ZERO,
-                next_token: 0,
-                waiters: IdMap::default(),
+                waiters: slab::Slab::new(),
+                next_seq: 0,
                 conns: IdMap::default(),
                 driver_deadline: None,
                 drained: false,
@@ -217,29 +257,34 @@ impl Inner {
     /// Reads the clock (outside the lock: a clock read can cost more than the whole critical
     /// section), then takes the lock and makes the reading monotonic under it, so inputs reach
     /// the core in time order.
-    pub(crate) fn lock(&self) -> (MutexGuard<'_, State>, Instant) {
+    pub(crate) fn lock(self: &Arc<Self>) -> (Locked<'_>, Instant) {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         // A panic under the lock is an internal invariant violation; going on would be wrong.
-        let mut st = self.state.lock().expect("moor-tokio pool state poisoned");
-        let now = Instant::from_nanos(nanos).max(st.last_now);
-        st.last_now = now;
+        let mut guard = self.state.lock().expect("moor-tokio pool state poisoned");
+        let now = Instant::from_nanos(nanos).max(guard.last_now);
+        guard.last_now = now;
+        let st = Locked {
+            inner: self,
+            guard: Some(guard),
+        };
         (st, now)
     }
 
-    /// Releases the lock, then hands the answers produced under it to their checkouts. An
-    /// answer whose checkout has gone since (dropped after it was answered) goes back.
-    pub(crate) fn unlock(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
-        match st.deliveries.len() {
+    /// Releases the lock, then hands the answers produced under it to their checkouts (waking
+    /// a task under the lock would lengthen it by a possible thread wake-up). An answer whose
+    /// checkout has gone since (dropped after it was answered) goes back.
+    fn release(self: &Arc<Self>, mut guard: MutexGuard<'_, State>) {
+        match guard.deliveries.len() {
             0 => {}
             // The common case (a checkin serving the head waiter): the buffer stays allocated.
             1 => {
-                let delivery = st.deliveries.pop().expect("one delivery");
-                drop(st);
+                let delivery = guard.deliveries.pop().expect("one delivery");
+                drop(guard);
                 self.deliver_now(delivery);
             }
             _ => {
-                let deliveries = std::mem::take(&mut st.deliveries);
-                drop(st);
+                let deliveries = std::mem::take(&mut guard.deliveries);
+                drop(guard);
                 for delivery in deliveries {
                     self.deliver_now(delivery);
                 }
@@ -253,17 +298,12 @@ impl Inner {
         }
     }
 
-    pub(crate) fn next_token(st: &mut State) -> Token {
-        st.next_token += 1;
-        Token(st.next_token)
-    }
-
     fn begin_shutdown(self: &Arc<Self>) {
         let (mut st, now) = self.lock();
         // Only TimeWentBackwards can come back, and `now` never goes backwards.
         let _ = st.core.handle_shutdown(now);
         self.pump(&mut st, None, None);
-        self.unlock(st);
+        drop(st);
         self.driver.notify_one();
     }
 
@@ -394,6 +434,22 @@ impl Inner {
         // The probe touches only this stream: do it before taking the lock.
         let reusable = !discard && stream.probe();
         let (mut st, now) = self.lock();
+        let closing = self.apply_checkin(&mut st, now, conn, stream, reusable);
+        drop(st);
+        // Closing a socket is a system call or two: outside the lock.
+        drop(closing);
+    }
+
+    /// Feeds one checkin to the core. Returns the stream to close (after the lock is released)
+    /// if the connection is not kept.
+    fn apply_checkin(
+        self: &Arc<Self>,
+        st: &mut State,
+        now: Instant,
+        conn: ConnId,
+        stream: Stream,
+        reusable: bool,
+    ) -> Option<Stream> {
         let closing = if reusable {
             let slot = st
                 .conns
@@ -416,11 +472,9 @@ impl Inner {
         st.core
             .handle_checkin(now, conn, reusable)
             .expect("a lease's connection is leased");
-        self.pump(&mut st, None, None);
-        self.settle(&mut st, now, conn);
-        self.unlock(st);
-        // Closing a socket is a system call or two: outside the lock.
-        drop(closing);
+        self.pump(st, None, None);
+        self.settle(st, now, conn);
+        closing
     }
 
     fn resolved(
@@ -440,7 +494,7 @@ impl Inner {
         if answer.is_ok() {
             self.pump(&mut st, None, cause.as_ref());
         }
-        self.unlock(st);
+        drop(st);
     }
 
     fn connected(
@@ -474,16 +528,17 @@ impl Inner {
                 self.pump(&mut st, None, Some(&connect::shared(e)));
             }
         }
-        self.unlock(st);
+        drop(st);
     }
 }
 
-/// Queues an answer for a waiting checkout, handed over by [`Inner::unlock`].
+/// Queues an answer for a waiting checkout, handed over by [`Inner::release`].
 fn deliver(st: &mut State, token: Token, result: Answer) {
-    let slot = st
-        .waiters
-        .remove(&token)
-        .expect("every pending checkout but the caller's has a waiter slot");
+    let slot = usize::try_from(token.0)
+        .ok()
+        .and_then(|key| st.waiters.try_remove(key))
+        .expect("every pending checkout but the caller's has a waiter slot")
+        .slot;
     st.deliveries.push((slot, result));
 }
 
@@ -497,12 +552,12 @@ async fn drive(inner: Arc<Inner>) {
             st.core.handle_timeout(now);
             inner.pump(&mut st, None, None);
             if st.drained {
-                inner.unlock(st);
+                drop(st);
                 return;
             }
             st.driver_deadline = st.core.poll_timeout();
             let deadline = st.driver_deadline;
-            inner.unlock(st);
+            drop(st);
             deadline
         };
         match deadline {

@@ -508,3 +508,38 @@ async fn shutdown_fails_every_waiter_and_closes_everything() {
     })
     .await;
 }
+
+/// Polls `fut` once in place; `true` if it finished.
+fn poll_in_place<F: Future + Unpin>(fut: &mut F) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(fut).poll(&mut cx).is_ready()
+}
+
+/// Regression: a waiting checkout's slot key is reused once the core has answered it. A
+/// checkout answered but never polled again, dropped after a later checkout waits under the
+/// same key, must give its connection back to that checkout, not withdraw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_answered_checkout_leaves_a_later_waiter_alone() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().max_per_key(1).build().unwrap();
+        let t = target(&server);
+        let held = pool.get(&t).await.unwrap();
+        let id = held.conn_id();
+        let mut first = pool.get(&t);
+        assert!(!poll_in_place(&mut first), "the first checkout waits");
+        drop(held); // answers `first`; its slot is free again
+        let mut second = pool.get(&t);
+        assert!(!poll_in_place(&mut second), "the second checkout waits");
+        assert_eq!(pool.stats().total.waiters, 1);
+        drop(first); // answered, never polled: the connection goes back, to `second`
+        let c = second.await.unwrap();
+        assert_eq!((c.conn_id(), c.from_cache()), (id, FromCache::Deferred));
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle, s.total.waiters), (1, 1, 0));
+        assert_eq!(s.counters.cancellations, 0);
+        pool.shutdown().await;
+    })
+    .await;
+}
