@@ -29,20 +29,22 @@ pub(crate) struct Lease {
 /// The future returned by [`Pool::get`](crate::Pool::get). Dropping it cancels the checkout
 /// wherever it is (queued, resolving, connecting); a connection that was already handed to it
 /// goes back to the pool.
+///
+/// It borrows the pool and the target (as `Semaphore::acquire` does), so a checkout costs no
+/// reference-count traffic; the [`Pooled`] guard it yields owns a handle and is `'static`.
 #[must_use = "a checkout does nothing unless awaited"]
-pub struct Checkout {
-    step: Step,
+pub struct Checkout<'a> {
+    inner: &'a Arc<Inner>,
+    step: Step<'a>,
 }
 
-enum Step {
+enum Step<'a> {
     Start {
-        inner: Arc<Inner>,
-        target: Target,
+        target: &'a Target,
         timeout: Option<Duration>,
     },
     /// Queued in the core; the answer arrives in `answer` without the pool's lock.
     Waiting {
-        inner: Arc<Inner>,
         token: Token,
         /// This checkout's number in its waiter entry (the token's key may be reused later).
         seq: u64,
@@ -51,22 +53,23 @@ enum Step {
     Done,
 }
 
-impl Checkout {
-    pub(crate) fn new(inner: Arc<Inner>, target: Target, timeout: Option<Duration>) -> Checkout {
+impl<'a> Checkout<'a> {
+    pub(crate) fn new(
+        inner: &'a Arc<Inner>,
+        target: &'a Target,
+        timeout: Option<Duration>,
+    ) -> Checkout<'a> {
         Checkout {
-            step: Step::Start {
-                inner,
-                target,
-                timeout,
-            },
+            inner,
+            step: Step::Start { target, timeout },
         }
     }
 }
 
-/// Turns an answer into the guard, which takes over the checkout's handle on the pool.
-fn guard(inner: Arc<Inner>, answer: Answer) -> Result<Pooled, Error> {
+/// Turns an answer into the guard, which holds its own handle on the pool.
+fn guard(inner: &Arc<Inner>, answer: Answer) -> Result<Pooled, Error> {
     answer.map(|lease| Pooled {
-        inner,
+        inner: inner.clone(),
         conn: lease.conn,
         stream: Some(lease.stream),
         from_cache: lease.from_cache,
@@ -74,17 +77,14 @@ fn guard(inner: Arc<Inner>, answer: Answer) -> Result<Pooled, Error> {
     })
 }
 
-impl Future for Checkout {
+impl Future for Checkout<'_> {
     type Output = Result<Pooled, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let inner = this.inner;
         match std::mem::replace(&mut this.step, Step::Done) {
-            Step::Start {
-                inner,
-                target,
-                timeout,
-            } => {
+            Step::Start { target, timeout } => {
                 // Under contention the checkout will probably wait: allocate its slot outside
                 // the lock.
                 let mut slot = inner
@@ -98,7 +98,7 @@ impl Future for Checkout {
                 // The key the slot will get if the checkout waits (nothing else inserts under the lock).
                 let token = Token(st.waiters.vacant_key() as u64);
                 let deadline = timeout.map(|d| now + d);
-                match st.core.handle_checkout(now, token, &target, deadline) {
+                match st.core.handle_checkout(now, token, target, deadline) {
                     Ok(()) => {}
                     Err(UsageError::ShutDown) => {
                         drop(st);
@@ -133,7 +133,6 @@ impl Future for Checkout {
                             }
                             Poll::Pending => {
                                 this.step = Step::Waiting {
-                                    inner,
                                     token,
                                     seq,
                                     answer: rx,
@@ -145,7 +144,6 @@ impl Future for Checkout {
                 }
             }
             Step::Waiting {
-                inner,
                 token,
                 seq,
                 mut answer,
@@ -153,12 +151,7 @@ impl Future for Checkout {
                 // The pool keeps every waiter's slot until it answers it.
                 Poll::Ready(a) => Poll::Ready(guard(inner, a.expect("the pool answers"))),
                 Poll::Pending => {
-                    this.step = Step::Waiting {
-                        inner,
-                        token,
-                        seq,
-                        answer,
-                    };
+                    this.step = Step::Waiting { token, seq, answer };
                     Poll::Pending
                 }
             },
@@ -167,15 +160,10 @@ impl Future for Checkout {
     }
 }
 
-impl Drop for Checkout {
+impl Drop for Checkout<'_> {
     fn drop(&mut self) {
-        let Step::Waiting {
-            inner,
-            token,
-            seq,
-            answer,
-        } = &mut self.step
-        else {
+        let inner = self.inner;
+        let Step::Waiting { token, seq, answer } = &mut self.step else {
             return;
         };
         let (mut st, now) = inner.lock();
@@ -270,7 +258,7 @@ impl std::fmt::Debug for Pooled {
     }
 }
 
-impl std::fmt::Debug for Checkout {
+impl std::fmt::Debug for Checkout<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Checkout")
     }

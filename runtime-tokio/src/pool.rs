@@ -214,13 +214,13 @@ impl Pool {
     /// Checks out a connection to `target`: an idle one at once if there is one (no task hop),
     /// else the oldest-first wait for a released or new connection, bounded by the pool's
     /// request timeout. Dropping the future cancels the checkout at any stage.
-    pub fn get(&self, target: &Target) -> Checkout {
-        Checkout::new(self.handle.inner.clone(), target.clone(), None)
+    pub fn get<'a>(&'a self, target: &'a Target) -> Checkout<'a> {
+        Checkout::new(&self.handle.inner, target, None)
     }
 
     /// As [`Pool::get`], with this checkout's own deadline `timeout` from now.
-    pub fn get_timeout(&self, target: &Target, timeout: Duration) -> Checkout {
-        Checkout::new(self.handle.inner.clone(), target.clone(), Some(timeout))
+    pub fn get_timeout<'a>(&'a self, target: &'a Target, timeout: Duration) -> Checkout<'a> {
+        Checkout::new(&self.handle.inner, target, Some(timeout))
     }
 
     /// Gauges over all targets and the counters (hits, misses, timeouts, evictions …).
