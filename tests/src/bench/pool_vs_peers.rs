@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use crate::net::{Behavior, Server, exchange};
 
 /// Repetitions of every measurement (the median is reported).
-const REPS: usize = 3;
+const REPS: usize = 5;
 /// How long one throughput measurement runs.
 const RUN: Duration = Duration::from_millis(400);
 
