@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::pool::{Answer, Inner, Waiting};
+use crate::pool::{Answer, Inner, Waiting, waiter_key};
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -167,7 +167,7 @@ impl Drop for Checkout<'_> {
             return;
         };
         let (mut st, now) = inner.lock();
-        let key = usize::try_from(token.0).expect("tokens are slab keys");
+        let key = waiter_key(*token);
         // The entry is ours only if its number is: once answered, the key may be reused.
         if st.waiters.get(key).is_some_and(|w| w.seq == *seq) {
             st.waiters.remove(key);
@@ -176,7 +176,6 @@ impl Drop for Checkout<'_> {
                 .handle_cancel(now, *token)
                 .expect("an unanswered checkout is pending in the core");
             inner.pump(&mut st, None, None);
-            drop(st);
             return;
         }
         drop(st);

@@ -434,22 +434,6 @@ impl Inner {
         // The probe touches only this stream: do it before taking the lock.
         let reusable = !discard && stream.probe();
         let (mut st, now) = self.lock();
-        let closing = self.apply_checkin(&mut st, now, conn, stream, reusable);
-        drop(st);
-        // Closing a socket is a system call or two: outside the lock.
-        drop(closing);
-    }
-
-    /// Feeds one checkin to the core. Returns the stream to close (after the lock is released)
-    /// if the connection is not kept.
-    fn apply_checkin(
-        self: &Arc<Self>,
-        st: &mut State,
-        now: Instant,
-        conn: ConnId,
-        stream: Stream,
-        reusable: bool,
-    ) -> Option<Stream> {
         let closing = if reusable {
             let slot = st
                 .conns
@@ -472,9 +456,11 @@ impl Inner {
         st.core
             .handle_checkin(now, conn, reusable)
             .expect("a lease's connection is leased");
-        self.pump(st, None, None);
-        self.settle(st, now, conn);
-        closing
+        self.pump(&mut st, None, None);
+        self.settle(&mut st, now, conn);
+        drop(st);
+        // Closing a socket is a system call or two: outside the lock.
+        drop(closing);
     }
 
     fn resolved(
@@ -494,7 +480,6 @@ impl Inner {
         if answer.is_ok() {
             self.pump(&mut st, None, cause.as_ref());
         }
-        drop(st);
     }
 
     fn connected(
@@ -528,15 +513,20 @@ impl Inner {
                 self.pump(&mut st, None, Some(&connect::shared(e)));
             }
         }
-        drop(st);
     }
+}
+
+/// The key of a checkout's entry in [`State::waiters`]: its token, which the checkout took
+/// from that slab's next free key.
+pub(crate) fn waiter_key(token: Token) -> usize {
+    usize::try_from(token.0).expect("tokens are waiter slab keys")
 }
 
 /// Queues an answer for a waiting checkout, handed over by [`Inner::release`].
 fn deliver(st: &mut State, token: Token, result: Answer) {
-    let slot = usize::try_from(token.0)
-        .ok()
-        .and_then(|key| st.waiters.try_remove(key))
+    let slot = st
+        .waiters
+        .try_remove(waiter_key(token))
         .expect("every pending checkout but the caller's has a waiter slot")
         .slot;
     st.deliveries.push((slot, result));
@@ -552,13 +542,10 @@ async fn drive(inner: Arc<Inner>) {
             st.core.handle_timeout(now);
             inner.pump(&mut st, None, None);
             if st.drained {
-                drop(st);
                 return;
             }
             st.driver_deadline = st.core.poll_timeout();
-            let deadline = st.driver_deadline;
-            drop(st);
-            deadline
+            st.driver_deadline
         };
         match deadline {
             Some(at) => {

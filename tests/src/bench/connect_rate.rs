@@ -14,6 +14,7 @@ use moor_tokio::{FromCache, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::median;
 use crate::net::{Behavior, Server};
 
 const REPS: usize = 5;
@@ -67,18 +68,9 @@ async fn pooled(pool: &moor_tokio::Pool, target: &Target) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Runs the scenario.
 pub fn run() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = super::runtime();
     rt.block_on(async {
         let server = Server::start(Behavior::OneShot);
         let pool = moor_tokio::Pool::builder()

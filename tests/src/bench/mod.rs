@@ -6,6 +6,21 @@ pub mod pool_scaling;
 pub mod pool_vs_peers;
 pub mod prefork_sim;
 
+/// The median of `samples` (the upper one of an even count). Panics on an empty list.
+pub(crate) fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// The runtime the tokio scenarios run on: two workers, as many as this machine has cores.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// A scenario: its name on the command line, and the function that runs it.
 pub struct Scenario {
     /// The name given on the command line.

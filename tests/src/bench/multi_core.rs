@@ -29,6 +29,8 @@ use std::time::{Duration, Instant as WallInstant};
 use moor_core::multi::{Config, ConnectOptions, Multi, Output};
 use moor_core::{ConnId, Instant, Rng};
 
+use super::median;
+
 const FRAMES_PER_CONN: u64 = 100;
 const EVENTS_PER_FRAME: u64 = 5;
 
@@ -149,11 +151,6 @@ fn run_once(n: usize, seed: u64, shuffled: bool) -> Run {
         rss_per_conn,
         buffers_per_conn,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Median ns/event at 1k and at 100k connections, sizes alternated so noise hits both alike,

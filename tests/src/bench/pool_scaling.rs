@@ -156,9 +156,8 @@ fn cost_ns(keys: u32, active: u32, ops: u64, reps: u32) -> (f64, usize) {
         }
         samples.push(start.elapsed().as_nanos() as f64 / ops as f64);
     }
-    samples.sort_by(f64::total_cmp);
     let waiters = w.pool.stats().total.waiters;
-    (samples[samples.len() / 2], waiters)
+    (super::median(samples), waiters)
 }
 
 /// Runs the scenario.

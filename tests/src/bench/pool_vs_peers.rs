@@ -20,6 +20,7 @@ use moor_tokio::Target;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::median;
 use crate::net::{Behavior, Server, exchange};
 
 /// Repetitions of every measurement (the median is reported).
@@ -228,11 +229,6 @@ async fn latencies(s: &Subject, per_task: usize) -> Vec<u64> {
     all
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn pct(sorted: &[u64], p: f64) -> u64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -263,11 +259,7 @@ fn report(label: &str, names: &[&str], values: &[f64], unit: &str) -> f64 {
 
 /// Runs the scenario.
 pub fn run() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = super::runtime();
     rt.block_on(async {
         let server = Server::start(Behavior::Echo);
         let mut ratios = Vec::new();
