@@ -25,7 +25,6 @@ mod output;
 mod stats;
 #[cfg(test)]
 mod tests;
-mod tokens;
 mod transitions;
 
 use alloc::collections::{BTreeMap, VecDeque};
@@ -40,7 +39,6 @@ pub use output::{CheckoutError, CloseReason, ConnectError, FromCache, Output, Re
 pub use stats::{Counters, Gauges, Stats};
 
 use self::list::{Links, List};
-use self::tokens::Tokens;
 use crate::error::{ConfigError, UsageError};
 use crate::id::{ConnId, Token};
 use crate::slab::Slab;
@@ -72,7 +70,7 @@ pub struct Pool<K: PoolKey> {
     resolutions: Slab<Resolution<K::Host>>,
     conns: Slab<Conn>,
     waiters: Slab<Waiter>,
-    tokens: Tokens,
+    tokens: BTreeMap<Token, u64>,
     /// Waiters with the default deadline (`now + request_timeout`), oldest first. `now` never
     /// goes backwards, so this list is also in deadline order: it serves as their timer
     /// without touching the shared deadline index (only custom deadlines go there).
@@ -196,7 +194,7 @@ impl<K: PoolKey> Pool<K> {
             resolutions: Slab::default(),
             conns: Slab::default(),
             waiters: Slab::default(),
-            tokens: Tokens::new(),
+            tokens: BTreeMap::new(),
             expiry: List::default(),
             lru: List::default(),
             blocked: VecDeque::new(),
@@ -226,7 +224,7 @@ impl<K: PoolKey> Pool<K> {
         if self.state != PoolState::Running {
             return Err(UsageError::ShutDown);
         }
-        if self.tokens.contains(token) {
+        if self.tokens.contains_key(&token) {
             return Err(UsageError::DuplicateToken(token));
         }
         self.time.check(now)?;
@@ -289,7 +287,7 @@ impl<K: PoolKey> Pool<K> {
     /// [`UsageError::UnknownToken`] if no checkout with `token` is waiting (never made, or
     /// already answered: a connection already acquired must be checked in instead).
     pub fn handle_cancel(&mut self, now: Instant, token: Token) -> Result<(), UsageError> {
-        let Some(waiter) = self.tokens.get(token) else {
+        let Some(&waiter) = self.tokens.get(&token) else {
             return Err(UsageError::UnknownToken(token));
         };
         self.time.check(now)?;

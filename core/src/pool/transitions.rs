@@ -446,7 +446,7 @@ impl<K: PoolKey> Pool<K> {
         ks.gauges.waiters -= 1;
         self.total.waiters -= 1;
         let w = self.waiters.remove(waiter).expect("live waiter");
-        self.tokens.remove(w.token);
+        self.tokens.remove(&w.token);
         w
     }
 
