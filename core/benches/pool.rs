@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use moor_core::pool::{Config, Endpoint, Output, Pool};
-use moor_core::{ConnId, Instant, Token};
+use moor_core::{ConnId, Instant};
 
 const LOOPBACK: [IpAddr; 1] = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
 
 /// Opens one connection for `key` and leaves it idle; returns its id.
-fn warm(pool: &mut Pool<Endpoint>, now: Instant, token: u64, key: &Endpoint) -> ConnId {
-    pool.handle_checkout(now, Token(token), key, None).unwrap();
+fn warm(pool: &mut Pool<Endpoint>, now: Instant, key: &Endpoint) -> ConnId {
+    pool.handle_checkout(now, key, None).unwrap();
     let mut conn = None;
     for _ in 0..4 {
         while let Some(out) = pool.poll_output() {
@@ -35,13 +35,10 @@ fn cache_hit(c: &mut Criterion) {
     let mut pool = Pool::new(Config::default()).unwrap();
     let key = Endpoint::new("http", "bench.test", 80);
     let now = Instant::from_secs(1);
-    warm(&mut pool, now, 0, &key);
-    let mut token = 1;
+    warm(&mut pool, now, &key);
     c.bench_function("pool/checkout+checkin (cache hit)", |b| {
         b.iter(|| {
-            token += 1;
-            pool.handle_checkout(now, Token(token), black_box(&key), None)
-                .unwrap();
+            pool.handle_checkout(now, black_box(&key), None).unwrap();
             let Some(Output::Acquired { conn, .. }) = pool.poll_output() else {
                 unreachable!()
             };
@@ -59,16 +56,13 @@ fn checkout_cancel(c: &mut Criterion) {
     let mut pool = Pool::new(config).unwrap();
     let key = Endpoint::new("http", "bench.test", 80);
     let now = Instant::from_secs(1);
-    let conn = warm(&mut pool, now, 0, &key);
-    pool.handle_checkout(now, Token(1), &key, None).unwrap();
+    let conn = warm(&mut pool, now, &key);
+    pool.handle_checkout(now, &key, None).unwrap();
     assert!(matches!(pool.poll_output(), Some(Output::Acquired { conn: c, .. }) if c == conn));
-    let mut token = 1;
     c.bench_function("pool/checkout+cancel (queued)", |b| {
         b.iter(|| {
-            token += 1;
-            pool.handle_checkout(now, Token(token), black_box(&key), None)
-                .unwrap();
-            pool.handle_cancel(now, Token(token)).unwrap();
+            let checkout = pool.handle_checkout(now, black_box(&key), None).unwrap();
+            pool.handle_cancel(now, checkout).unwrap();
         })
     });
 }
@@ -100,8 +94,8 @@ fn sweep_idle(c: &mut Criterion) {
             || {
                 let mut pool = Pool::new(config.clone()).unwrap();
                 let now = Instant::from_secs(1);
-                for (i, key) in keys.iter().enumerate() {
-                    warm(&mut pool, now, i as u64, key);
+                for key in &keys {
+                    warm(&mut pool, now, key);
                 }
                 pool
             },

@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::id::{ConnId, Token, WorkerId};
+use crate::id::{CheckoutId, ConnId, Token, WorkerId};
 use crate::time::Instant;
 
 /// A configuration that cannot work. Returned by every machine's `new`; nothing is patched
@@ -73,6 +73,8 @@ pub enum UsageError {
     UnknownToken(Token),
     /// A pending request already has this token.
     DuplicateToken(Token),
+    /// No checkout with this id is waiting (never made, or already answered).
+    UnknownCheckout(CheckoutId),
     /// No live connection has this id (never minted, or already closed).
     UnknownConn(ConnId),
     /// No live worker has this id.
@@ -110,6 +112,9 @@ impl fmt::Display for UsageError {
             UsageError::UnknownToken(t) => write!(f, "no pending request has {t}"),
             UsageError::DuplicateToken(t) => {
                 write!(f, "{t} is already in use by a pending request")
+            }
+            UsageError::UnknownCheckout(c) => {
+                write!(f, "no waiting {c} (never made, or already answered)")
             }
             UsageError::UnknownConn(c) => write!(f, "unknown {c} (never opened or already closed)"),
             UsageError::UnknownWorker(w) => write!(f, "unknown {w}"),

@@ -58,6 +58,12 @@ macro_rules! minted_id {
 }
 
 minted_id!(
+    /// One checkout of a pool: named by the pool when the checkout is made, carried by its
+    /// answer, and used to cancel it.
+    CheckoutId,
+    "checkout"
+);
+minted_id!(
     /// A connection owned by a pool or a multi engine.
     ConnId,
     "conn"

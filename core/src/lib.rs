@@ -27,8 +27,9 @@
 //!    events carrying the real cause. API misuse (unknown id, duplicate token, double checkin) is
 //!    `Err(`[`UsageError`]`)` and leaves the machine unchanged. A broken internal invariant is a
 //!    panic, so fuzzers find it.
-//! 4. **Ids.** The caller names its requests with a [`Token`]; the core names what it creates
-//!    ([`ConnId`], [`AttemptId`], [`WorkerId`]) and never reuses an id.
+//! 4. **Ids.** The caller names its requests with a [`Token`] (a reconnecting link's
+//!    subscribers); a pool names each checkout with a [`CheckoutId`] it mints; the core names
+//!    what it creates ([`ConnId`], [`AttemptId`], [`WorkerId`]). The core never reuses an id.
 //! 5. **Deterministic.** Same config, seed and inputs give the same outputs, bit for bit: no
 //!    hashing with random state, no iteration-order dependence, randomness only from a seeded
 //!    [`Rng`].
@@ -45,16 +46,17 @@
 //! ```
 //! use std::net::{IpAddr, Ipv4Addr};
 //! use moor_core::pool::{CloseReason, Config, Endpoint, FromCache, Output, Pool};
-//! use moor_core::{Duration, Instant, Token};
+//! use moor_core::{Duration, Instant};
 //!
 //! let mut pool = Pool::new(Config::default())?;
 //! let key = Endpoint::new("http", "example.test", 80);
 //! let mut now = Instant::ZERO;
-//! let mut answers = Vec::new();
+//! let (mut checkouts, mut answers) = (Vec::new(), Vec::new());
 //!
-//! for round in 0..3 {
+//! for _ in 0..3 {
 //!     now = now + Duration::from_millis(10);
-//!     pool.handle_checkout(now, Token(round), &key, None)?;
+//!     // The pool names the checkout; its answer carries that id.
+//!     checkouts.push(pool.handle_checkout(now, &key, None)?);
 //!     // Drain the outputs, performing the driver's actions, until there are none.
 //!     while let Some(output) = pool.poll_output() {
 //!         match output {
@@ -63,8 +65,8 @@
 //!                 pool.handle_resolved(now, &host, Ok(&addrs))?;
 //!             }
 //!             Output::Connect { conn, .. } => pool.handle_connected(now, conn)?, // the fake network
-//!             Output::Acquired { token, conn, from_cache } => {
-//!                 answers.push((token, from_cache));
+//!             Output::Acquired { checkout, conn, from_cache } => {
+//!                 answers.push((checkout, from_cache));
 //!                 // ... use the connection, then give it back, healthy:
 //!                 pool.handle_checkin(now, conn, true)?;
 //!             }
@@ -73,8 +75,8 @@
 //!         }
 //!     }
 //! }
-//! assert_eq!(answers[0], (Token(0), FromCache::Fresh));
-//! assert_eq!(answers[1], (Token(1), FromCache::Immediate));
+//! assert_eq!(answers[0], (checkouts[0], FromCache::Fresh));
+//! assert_eq!(answers[1], (checkouts[1], FromCache::Immediate));
 //!
 //! // Sleep until each deadline and fire it: the idle connection's keep-alive runs out.
 //! while let Some(at) = pool.poll_timeout() {
@@ -114,7 +116,7 @@ pub mod prefork;
 pub mod reconnect;
 
 pub use error::{ConfigError, UsageError};
-pub use id::{AttemptId, ConnId, Token, WorkerId};
+pub use id::{AttemptId, CheckoutId, ConnId, Token, WorkerId};
 pub use rng::Rng;
 pub use time::Instant;
 pub use timer::Timers;

@@ -68,6 +68,39 @@ impl<T> Slab<T> {
         pack(index, 1)
     }
 
+    /// A key that no value will ever be stored under, for something that needs a name but no
+    /// entry (a checkout answered at once). Minting one costs a store, not an entry.
+    pub(crate) fn skip_key(&mut self) -> u64 {
+        if self.free_head == NONE {
+            let index = u32::try_from(self.entries.len()).expect("slab holds at most 2^32-1 slots");
+            assert!(index != NONE, "slab holds at most 2^32-1 slots");
+            self.entries.push(Entry::Vacant {
+                generation: 1,
+                next_free: NONE,
+            });
+            self.free_head = index;
+        }
+        let index = self.free_head;
+        let entry = &mut self.entries[index as usize];
+        let Entry::Vacant {
+            generation,
+            next_free,
+        } = *entry
+        else {
+            unreachable!("free list points at an occupied slot");
+        };
+        // The slot's next occupant gets the next generation; one that would wrap is retired.
+        let next_generation = generation.wrapping_add(1);
+        *entry = Entry::Vacant {
+            generation: next_generation,
+            next_free,
+        };
+        if next_generation == 0 {
+            self.free_head = next_free;
+        }
+        pack(index, generation)
+    }
+
     /// The value stored under `key`, if it is still there.
     pub(crate) fn get(&self, key: u64) -> Option<&T> {
         let (index, gen_) = unpack(key);
@@ -159,6 +192,40 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(s.len(), 1);
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![(b, &"b")]);
+    }
+
+    #[test]
+    fn skipped_keys_are_never_reused_or_found() {
+        let mut s = Slab::default();
+        let a = s.skip_key();
+        let b = s.skip_key();
+        assert_ne!(a, b);
+        assert_eq!(s.get(a), None::<&&str>);
+        assert_eq!(s.len(), 0);
+        let c = s.insert("c");
+        assert!(c != a && c != b);
+        assert_eq!(s.remove(c), Some("c"));
+        let d = s.skip_key();
+        assert!(d != a && d != b && d != c);
+        assert_eq!(s.remove(a), None);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_skipped_slot_whose_generation_wraps_is_retired() {
+        let mut s: Slab<u8> = Slab::default();
+        s.entries.push(Entry::Vacant {
+            generation: u32::MAX,
+            next_free: NONE,
+        });
+        s.free_head = 0;
+        assert_eq!(s.skip_key(), pack(0, u32::MAX));
+        assert_eq!(
+            unpack(s.skip_key()).0,
+            1,
+            "the wrapped slot must not be reused"
+        );
+        assert_eq!(unpack(s.insert(1)).0, 1);
     }
 
     #[test]

@@ -10,12 +10,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use moor_core::pool::{CheckoutError, FromCache};
-use moor_core::{ConnId, Token, UsageError};
+use moor_core::{CheckoutId, ConnId, UsageError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::pool::{Answer, Inner, Waiting, waiter_key};
+use crate::pool::{Answer, Inner};
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -45,9 +45,7 @@ enum Step<'a> {
     },
     /// Queued in the core; the answer arrives in `answer` without the pool's lock.
     Waiting {
-        token: Token,
-        /// This checkout's number in its waiter entry (the token's key may be reused later).
-        seq: u64,
+        checkout: CheckoutId,
         answer: oneshot::Receiver<Answer>,
     },
     Done,
@@ -95,19 +93,17 @@ impl Future for Checkout<'_> {
                 // Report idle sockets that woke since the driver last ran, so a checkout does
                 // not get one the reactor already knows is dead.
                 inner.check_woken(&mut st, now);
-                // The key the slot will get if the checkout waits (nothing else inserts under the lock).
-                let token = Token(st.waiters.vacant_key() as u64);
                 let deadline = timeout.map(|d| now + d);
-                match st.core.handle_checkout(now, token, target, deadline) {
-                    Ok(()) => {}
+                let checkout = match st.core.handle_checkout(now, target, deadline) {
+                    Ok(checkout) => checkout,
                     Err(UsageError::ShutDown) => {
                         drop(st);
                         return Poll::Ready(Err(Error::new(CheckoutError::Shutdown, None)));
                     }
-                    Err(e) => unreachable!("fresh token and monotonic clock: {e}"),
-                }
+                    Err(e) => unreachable!("the clock is monotonic under the lock: {e}"),
+                };
                 // The cache-hit path: the answer is already in the core's queue.
-                match inner.pump(&mut st, Some(token), None) {
+                match inner.pump(&mut st, Some(checkout), None) {
                     Some(answer) => {
                         drop(st);
                         if slot.is_some() {
@@ -117,10 +113,7 @@ impl Future for Checkout<'_> {
                     }
                     None => {
                         let (tx, mut rx) = slot.take().unwrap_or_else(oneshot::channel);
-                        let seq = st.next_seq;
-                        st.next_seq += 1;
-                        let key = st.waiters.insert(Waiting { seq, slot: tx });
-                        debug_assert_eq!(Token(key as u64), token);
+                        st.waiters.insert(checkout, tx);
                         drop(st);
                         if !inner.queue_hint.load(Ordering::Relaxed) {
                             inner.queue_hint.store(true, Ordering::Relaxed);
@@ -133,8 +126,7 @@ impl Future for Checkout<'_> {
                             }
                             Poll::Pending => {
                                 this.step = Step::Waiting {
-                                    token,
-                                    seq,
+                                    checkout,
                                     answer: rx,
                                 };
                                 Poll::Pending
@@ -144,14 +136,13 @@ impl Future for Checkout<'_> {
                 }
             }
             Step::Waiting {
-                token,
-                seq,
+                checkout,
                 mut answer,
             } => match Pin::new(&mut answer).poll(cx) {
                 // The pool keeps every waiter's slot until it answers it.
                 Poll::Ready(a) => Poll::Ready(guard(inner, a.expect("the pool answers"))),
                 Poll::Pending => {
-                    this.step = Step::Waiting { token, seq, answer };
+                    this.step = Step::Waiting { checkout, answer };
                     Poll::Pending
                 }
             },
@@ -163,17 +154,14 @@ impl Future for Checkout<'_> {
 impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         let inner = self.inner;
-        let Step::Waiting { token, seq, answer } = &mut self.step else {
+        let Step::Waiting { checkout, answer } = &mut self.step else {
             return;
         };
         let (mut st, now) = inner.lock();
-        let key = waiter_key(*token);
-        // The entry is ours only if its number is: once answered, the key may be reused.
-        if st.waiters.get(key).is_some_and(|w| w.seq == *seq) {
-            st.waiters.remove(key);
-            // Not answered yet: withdraw it.
+        // Still has its slot: not answered yet, so withdraw it.
+        if st.waiters.remove(checkout).is_some() {
             st.core
-                .handle_cancel(now, *token)
+                .handle_cancel(now, *checkout)
                 .expect("an unanswered checkout is pending in the core");
             inner.pump(&mut st, None, None);
             return;

@@ -21,7 +21,7 @@ use std::task::{Wake, Waker};
 use std::time::Duration;
 
 use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, Stats};
-use moor_core::{ConfigError, ConnId, Instant, Token};
+use moor_core::{CheckoutId, ConfigError, ConnId, Instant};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -85,22 +85,12 @@ pub(crate) enum Slot {
 pub(crate) type Answer = Result<Lease, Error>;
 pub(crate) type WaiterSlot = oneshot::Sender<Answer>;
 
-/// A waiting checkout's entry: its number and its answer slot.
-pub(crate) struct Waiting {
-    pub(crate) seq: u64,
-    pub(crate) slot: WaiterSlot,
-}
-
 pub(crate) struct State {
     pub(crate) core: CorePool<Target>,
     last_now: Instant,
-    /// Waiting checkouts' answer slots. A checkout's token is its key here: a key is reused
-    /// only after the core has answered or withdrawn the checkout, which is all the core asks
-    /// of tokens, and a slab index is cheaper than hashing.
-    pub(crate) waiters: slab::Slab<Waiting>,
-    /// Numbers every waiting checkout, so a checkout can tell its own slot from a later
-    /// one under the same (reused) key.
-    pub(crate) next_seq: u64,
+    /// Waiting checkouts' answer slots, by the id the core gave each (never reused, so a
+    /// checkout dropped after its answer cannot mistake a later checkout's slot for its own).
+    pub(crate) waiters: IdMap<CheckoutId, WaiterSlot>,
     pub(crate) conns: IdMap<ConnId, Slot>,
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
@@ -189,8 +179,7 @@ impl Pool {
             state: Mutex::new(State {
                 core,
                 last_now: Instant::ZERO,
-                waiters: slab::Slab::new(),
-                next_seq: 0,
+                waiters: IdMap::default(),
                 conns: IdMap::default(),
                 driver_deadline: None,
                 drained: false,
@@ -313,7 +302,7 @@ impl Inner {
     pub(crate) fn pump(
         self: &Arc<Self>,
         st: &mut State,
-        mine: Option<Token>,
+        mine: Option<CheckoutId>,
         cause: Option<&Arc<io::Error>>,
     ) -> Option<Answer> {
         let mut answer = None;
@@ -340,7 +329,7 @@ impl Inner {
                     Some(Slot::Parked { .. } | Slot::Leased { .. }) | None => {}
                 },
                 Output::Acquired {
-                    token,
+                    checkout,
                     conn,
                     from_cache,
                 } => {
@@ -361,22 +350,22 @@ impl Inner {
                         stream,
                         from_cache,
                     };
-                    if Some(token) == mine {
+                    if Some(checkout) == mine {
                         answer = Some(Ok(lease));
                     } else {
-                        deliver(st, token, Ok(lease));
+                        deliver(st, checkout, Ok(lease));
                     }
                 }
-                Output::CheckoutFailed { token, error } => {
+                Output::CheckoutFailed { checkout, error } => {
                     let detail = match error {
                         CheckoutError::Connect(_) | CheckoutError::Resolve(_) => cause.cloned(),
                         _ => None,
                     };
                     let err = Error::new(error, detail);
-                    if Some(token) == mine {
+                    if Some(checkout) == mine {
                         answer = Some(Err(err));
                     } else {
-                        deliver(st, token, Err(err));
+                        deliver(st, checkout, Err(err));
                     }
                 }
                 Output::Drained => {
@@ -516,19 +505,12 @@ impl Inner {
     }
 }
 
-/// The key of a checkout's entry in [`State::waiters`]: its token, which the checkout took
-/// from that slab's next free key.
-pub(crate) fn waiter_key(token: Token) -> usize {
-    usize::try_from(token.0).expect("tokens are waiter slab keys")
-}
-
 /// Queues an answer for a waiting checkout, handed over by [`Inner::release`].
-fn deliver(st: &mut State, token: Token, result: Answer) {
+fn deliver(st: &mut State, checkout: CheckoutId, result: Answer) {
     let slot = st
         .waiters
-        .try_remove(waiter_key(token))
-        .expect("every pending checkout but the caller's has a waiter slot")
-        .slot;
+        .remove(&checkout)
+        .expect("every pending checkout but the caller's has a waiter slot");
     st.deliveries.push((slot, result));
 }
 

@@ -5,23 +5,22 @@ use core::net::IpAddr;
 
 use super::{ConnectError, Pool, PoolKey, ResolveError};
 use crate::error::UsageError;
-use crate::id::{ConnId, Token};
+use crate::id::{CheckoutId, ConnId};
 use crate::time::Instant;
 
 /// One input to a [`Pool`]: what each `handle_*` call takes, as a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<K: PoolKey> {
-    /// [`Pool::handle_checkout`].
+    /// [`Pool::handle_checkout`]. The pool names the checkout: ids are minted in order, so a
+    /// replay of the same inputs names every checkout the same way.
     Checkout {
-        /// The checkout's token.
-        token: Token,
         /// The key.
         key: K,
         /// The optional deadline.
         deadline: Option<Instant>,
     },
     /// [`Pool::handle_cancel`].
-    Cancel(Token),
+    Cancel(CheckoutId),
     /// [`Pool::handle_checkin`].
     Checkin {
         /// The connection.
@@ -49,18 +48,18 @@ pub enum Input<K: PoolKey> {
 }
 
 impl<K: PoolKey> Pool<K> {
-    /// Applies one recorded input.
+    /// Applies one recorded input. A checkout's id comes back in its answer
+    /// ([`Output::Acquired`](super::Output::Acquired) or
+    /// [`Output::CheckoutFailed`](super::Output::CheckoutFailed)).
     ///
     /// # Errors
     /// Whatever the matching `handle_*` call returns.
     pub fn handle(&mut self, now: Instant, input: Input<K>) -> Result<(), UsageError> {
         match input {
-            Input::Checkout {
-                token,
-                key,
-                deadline,
-            } => self.handle_checkout(now, token, &key, deadline),
-            Input::Cancel(token) => self.handle_cancel(now, token),
+            Input::Checkout { key, deadline } => {
+                self.handle_checkout(now, &key, deadline).map(drop)
+            }
+            Input::Cancel(checkout) => self.handle_cancel(now, checkout),
             Input::Checkin { conn, reusable } => self.handle_checkin(now, conn, reusable),
             Input::Resolved { host, result } => {
                 self.handle_resolved(now, &host, result.as_deref().map_err(|e| *e))

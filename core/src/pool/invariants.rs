@@ -17,7 +17,6 @@ impl<K: PoolKey> Pool<K> {
             self.total.idle + self.total.leased + self.total.connecting
         );
         assert_eq!(self.waiters.len(), self.total.waiters);
-        assert_eq!(self.tokens.len(), self.total.waiters);
         // Every waiter has exactly one deadline entry: in the default-deadline list (which is
         // in deadline order) or in the timers.
         let mut listed = 0;

@@ -40,7 +40,7 @@ pub use stats::{Counters, Gauges, Stats};
 
 use self::list::{Links, List};
 use crate::error::{ConfigError, UsageError};
-use crate::id::{ConnId, Token};
+use crate::id::{CheckoutId, ConnId};
 use crate::slab::Slab;
 use crate::time::{Instant, TimeGuard};
 use crate::timer::Timers;
@@ -69,8 +69,9 @@ pub struct Pool<K: PoolKey> {
     host_ids: BTreeMap<K::Host, u64>,
     resolutions: Slab<Resolution<K::Host>>,
     conns: Slab<Conn>,
+    /// Waiting checkouts. A checkout's id is its key here (an answered-at-once checkout gets a
+    /// key no entry will ever have), so cancelling one is a slab lookup.
     waiters: Slab<Waiter>,
-    tokens: BTreeMap<Token, u64>,
     /// Waiters with the default deadline (`now + request_timeout`), oldest first. `now` never
     /// goes backwards, so this list is also in deadline order: it serves as their timer
     /// without touching the shared deadline index (only custom deadlines go there).
@@ -143,7 +144,6 @@ impl ConnState {
 
 #[derive(Debug)]
 struct Waiter {
-    token: Token,
     key: u64,
     deadline: Instant,
     links: Links,
@@ -194,7 +194,6 @@ impl<K: PoolKey> Pool<K> {
             resolutions: Slab::default(),
             conns: Slab::default(),
             waiters: Slab::default(),
-            tokens: BTreeMap::new(),
             expiry: List::default(),
             lru: List::default(),
             blocked: VecDeque::new(),
@@ -207,31 +206,32 @@ impl<K: PoolKey> Pool<K> {
 
     // ----- inputs -------------------------------------------------------------------------
 
-    /// Asks for a connection for `key`, answered later by exactly one [`Output::Acquired`] or
-    /// [`Output::CheckoutFailed`] carrying `token` (unless cancelled first). `deadline` bounds the
+    /// Asks for a connection for `key` and names the checkout. It is answered by exactly one
+    /// [`Output::Acquired`] or [`Output::CheckoutFailed`] carrying that id (unless cancelled
+    /// first); a connection already idle is answered before this returns. `deadline` bounds the
     /// whole checkout (resolve, queue, connect); `None` means `now + request_timeout`.
     ///
+    /// Ids are never reused, and the same inputs mint the same ids.
+    ///
     /// # Errors
-    /// [`UsageError::DuplicateToken`] if `token` is already waiting, [`UsageError::ShutDown`] after
-    /// [`Pool::handle_shutdown`], [`UsageError::TimeWentBackwards`].
+    /// [`UsageError::ShutDown`] after [`Pool::handle_shutdown`],
+    /// [`UsageError::TimeWentBackwards`].
     pub fn handle_checkout(
         &mut self,
         now: Instant,
-        token: Token,
         key: &K,
         deadline: Option<Instant>,
-    ) -> Result<(), UsageError> {
+    ) -> Result<CheckoutId, UsageError> {
         if self.state != PoolState::Running {
             return Err(UsageError::ShutDown);
-        }
-        if self.tokens.contains_key(&token) {
-            return Err(UsageError::DuplicateToken(token));
         }
         self.time.check(now)?;
         let key_id = self.intern_key(key);
         if let Some(conn) = self.take_idle(now, key_id) {
-            self.lease(conn, token, FromCache::Immediate);
-            return Ok(());
+            // Answered at once: the checkout needs a name but no entry.
+            let checkout = CheckoutId::from_raw(self.waiters.skip_key());
+            self.lease(conn, checkout, FromCache::Immediate);
+            return Ok(checkout);
         }
         // take_idle may have closed the key's last (expired) connection and forgotten the key
         // (slab keys are never reused, so a live id is still this key's).
@@ -245,26 +245,25 @@ impl<K: PoolKey> Pool<K> {
         let refusal = if deadline <= now {
             self.counters.timeouts += 1;
             Some(CheckoutError::TimedOut)
-        } else if self.tokens.len() >= self.config.max_waiters {
+        } else if self.waiters.len() >= self.config.max_waiters {
             Some(CheckoutError::QueueFull)
         } else {
             None
         };
         if let Some(error) = refusal {
+            let checkout = CheckoutId::from_raw(self.waiters.skip_key());
             self.outputs
-                .push_back(Output::CheckoutFailed { token, error });
+                .push_back(Output::CheckoutFailed { checkout, error });
             self.gc_key(key_id);
-            return Ok(());
+            return Ok(checkout);
         }
         let waiter = self.waiters.insert(Waiter {
-            token,
             key: key_id,
             deadline,
             links: Links::default(),
             in_expiry,
             expiry_links: Links::default(),
         });
-        self.tokens.insert(token, waiter);
         if in_expiry {
             self.expiry
                 .push_back(&mut self.waiters, waiter, expiry_links);
@@ -277,19 +276,20 @@ impl<K: PoolKey> Pool<K> {
         ks.gauges.waiters += 1;
         self.total.waiters += 1;
         self.pump(now, key_id);
-        Ok(())
+        Ok(CheckoutId::from_raw(waiter))
     }
 
     /// Withdraws a waiting checkout. It gets no answer; a connection being opened for it stays
     /// in the pool for the next checkout.
     ///
     /// # Errors
-    /// [`UsageError::UnknownToken`] if no checkout with `token` is waiting (never made, or
-    /// already answered: a connection already acquired must be checked in instead).
-    pub fn handle_cancel(&mut self, now: Instant, token: Token) -> Result<(), UsageError> {
-        let Some(&waiter) = self.tokens.get(&token) else {
-            return Err(UsageError::UnknownToken(token));
-        };
+    /// [`UsageError::UnknownCheckout`] if `checkout` is not waiting (never made, or already
+    /// answered: a connection already acquired must be checked in instead).
+    pub fn handle_cancel(&mut self, now: Instant, checkout: CheckoutId) -> Result<(), UsageError> {
+        let waiter = checkout.to_raw();
+        if self.waiters.get(waiter).is_none() {
+            return Err(UsageError::UnknownCheckout(checkout));
+        }
         self.time.check(now)?;
         let key_id = self.remove_waiter(waiter).key;
         self.counters.cancellations += 1;
@@ -463,9 +463,9 @@ impl<K: PoolKey> Pool<K> {
         let keys: Vec<u64> = self.key_ids.values().copied().collect();
         for key_id in &keys {
             while let Some(waiter) = self.keys.get(*key_id).and_then(|ks| ks.waiters.front()) {
-                let token = self.remove_waiter(waiter).token;
+                self.remove_waiter(waiter);
                 self.outputs.push_back(Output::CheckoutFailed {
-                    token,
+                    checkout: CheckoutId::from_raw(waiter),
                     error: CheckoutError::Shutdown,
                 });
             }
@@ -519,7 +519,7 @@ impl<K: PoolKey> Pool<K> {
                     let w = self.remove_waiter(waiter);
                     self.counters.timeouts += 1;
                     self.outputs.push_back(Output::CheckoutFailed {
-                        token: w.token,
+                        checkout: CheckoutId::from_raw(waiter),
                         error: CheckoutError::TimedOut,
                     });
                     self.gc_key(w.key);

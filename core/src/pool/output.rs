@@ -4,7 +4,7 @@ use core::fmt;
 use core::net::SocketAddr;
 
 use super::PoolKey;
-use crate::id::{ConnId, Token};
+use crate::id::{CheckoutId, ConnId};
 
 /// One output of the pool. Imperative names are actions for the driver; past-tense names are
 /// answers for the application.
@@ -36,10 +36,10 @@ pub enum Output<K: PoolKey> {
         /// Why.
         reason: CloseReason,
     },
-    /// A checkout succeeded: `conn` is leased to `token` until it is checked in.
+    /// A checkout succeeded: `conn` is leased to it until it is checked in.
     Acquired {
         /// The checkout.
-        token: Token,
+        checkout: CheckoutId,
         /// The leased connection.
         conn: ConnId,
         /// Where it came from.
@@ -48,7 +48,7 @@ pub enum Output<K: PoolKey> {
     /// A checkout failed; this is its only answer.
     CheckoutFailed {
         /// The checkout.
-        token: Token,
+        checkout: CheckoutId,
         /// The real cause.
         error: CheckoutError,
     },

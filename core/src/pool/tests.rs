@@ -46,10 +46,13 @@ impl Harness {
     }
 
     /// Checkout and answer resolve/connect at once; returns the acquired conn.
-    fn fresh(&mut self, now: Instant, token: u64, k: Endpoint) -> ConnId {
-        self.pool
-            .handle_checkout(now, Token(token), &k.clone(), None)
-            .unwrap();
+    fn fresh(&mut self, now: Instant, k: Endpoint) -> ConnId {
+        self.fresh_checkout(now, k).1
+    }
+
+    /// As [`Harness::fresh`], also returning the checkout's id.
+    fn fresh_checkout(&mut self, now: Instant, k: Endpoint) -> (CheckoutId, ConnId) {
+        let checkout = self.pool.handle_checkout(now, &k, None).unwrap();
         loop {
             let out = self.drain();
             let mut progressed = false;
@@ -64,13 +67,13 @@ impl Harness {
                         progressed = true;
                     }
                     Output::Acquired {
-                        token: t,
+                        checkout: c,
                         conn,
                         from_cache,
                     } => {
-                        assert_eq!(t, Token(token));
+                        assert_eq!(c, checkout);
                         assert_eq!(from_cache, FromCache::Fresh);
-                        return conn;
+                        return (checkout, conn);
                     }
                     other => panic!("unexpected {other:?}"),
                 }
@@ -80,23 +83,23 @@ impl Harness {
     }
 }
 
-fn acquired(out: &[Output<Endpoint>]) -> Vec<(Token, ConnId, FromCache)> {
+fn acquired(out: &[Output<Endpoint>]) -> Vec<(CheckoutId, ConnId, FromCache)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Acquired {
-                token,
+                checkout,
                 conn,
                 from_cache,
-            } => Some((*token, *conn, *from_cache)),
+            } => Some((*checkout, *conn, *from_cache)),
             _ => None,
         })
         .collect()
 }
 
-fn failed(out: &[Output<Endpoint>]) -> Vec<(Token, CheckoutError)> {
+fn failed(out: &[Output<Endpoint>]) -> Vec<(CheckoutId, CheckoutError)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::CheckoutFailed { token, error } => Some((*token, *error)),
+            Output::CheckoutFailed { checkout, error } => Some((*checkout, *error)),
             _ => None,
         })
         .collect()
@@ -206,18 +209,13 @@ fn invalid_config_is_an_error() {
 #[test]
 fn fresh_then_free_then_immediate_reuse() {
     let mut h = Harness::new(Config::default());
-    let conn = h.fresh(secs(0), 1, key(80));
+    let conn = h.fresh(secs(0), key(80));
     assert_eq!(h.pool.stats().total.leased, 1);
     h.pool.handle_checkin(secs(1), conn, true).unwrap();
     assert_eq!(h.drain(), []);
     assert_eq!(h.pool.key_stats(&key(80)).idle, 1);
-    h.pool
-        .handle_checkout(secs(2), Token(2), &key(80), None)
-        .unwrap();
-    assert_eq!(
-        acquired(&h.drain()),
-        [(Token(2), conn, FromCache::Immediate)]
-    );
+    let c2 = h.pool.handle_checkout(secs(2), &key(80), None).unwrap();
+    assert_eq!(acquired(&h.drain()), [(c2, conn, FromCache::Immediate)]);
     let c = h.pool.stats().counters;
     assert_eq!((c.fresh, c.immediate, c.deferred), (1, 1, 0));
 }
@@ -228,17 +226,12 @@ fn a_waiter_gets_a_released_connection_deferred() {
         max_per_key: 1,
         ..Config::default()
     });
-    let conn = h.fresh(secs(0), 1, key(80));
-    h.pool
-        .handle_checkout(secs(1), Token(2), &key(80), None)
-        .unwrap();
+    let conn = h.fresh(secs(0), key(80));
+    let c2 = h.pool.handle_checkout(secs(1), &key(80), None).unwrap();
     assert_eq!(h.drain(), [], "at its cap the key queues the checkout");
     assert_eq!(h.pool.stats().total.waiters, 1);
     h.pool.handle_checkin(secs(2), conn, true).unwrap();
-    assert_eq!(
-        acquired(&h.drain()),
-        [(Token(2), conn, FromCache::Deferred)]
-    );
+    assert_eq!(acquired(&h.drain()), [(c2, conn, FromCache::Deferred)]);
     assert_eq!(h.pool.stats().counters.deferred, 1);
 }
 
@@ -248,13 +241,11 @@ fn waiters_are_served_strictly_fifo() {
         max_per_key: 1,
         ..Config::default()
     });
-    let conn = h.fresh(secs(0), 1, key(80));
-    for t in 2..=5 {
-        h.pool
-            .handle_checkout(secs(1), Token(t), &key(80), None)
-            .unwrap();
-    }
-    h.pool.handle_cancel(secs(1), Token(3)).unwrap();
+    let conn = h.fresh(secs(0), key(80));
+    let c: Vec<CheckoutId> = (0..4)
+        .map(|_| h.pool.handle_checkout(secs(1), &key(80), None).unwrap())
+        .collect();
+    h.pool.handle_cancel(secs(1), c[1]).unwrap();
     let mut order = Vec::new();
     for step in 2..5 {
         h.pool.handle_checkin(secs(step), conn, true).unwrap();
@@ -262,17 +253,15 @@ fn waiters_are_served_strictly_fifo() {
         assert_eq!(got.len(), 1);
         order.push(got[0].0);
     }
-    assert_eq!(order, [Token(2), Token(4), Token(5)]);
+    assert_eq!(order, [c[0], c[2], c[3]]);
 }
 
 #[test]
 fn cancelling_before_the_connection_exists_keeps_it_for_later() {
     let mut h = Harness::new(Config::default());
-    h.pool
-        .handle_checkout(secs(0), Token(1), &key(80), None)
-        .unwrap();
+    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     assert!(matches!(h.drain()[..], [Output::Resolve { .. }]));
-    h.pool.handle_cancel(secs(1), Token(1)).unwrap();
+    h.pool.handle_cancel(secs(1), c1).unwrap();
     assert_eq!(h.pool.stats().counters.cancellations, 1);
     h.pool
         .handle_resolved(secs(1), &"example.test".into(), Ok(&[ip(1)]))
@@ -282,22 +271,17 @@ fn cancelling_before_the_connection_exists_keeps_it_for_later() {
     assert_eq!(h.drain(), [], "a cancelled checkout gets no answer");
     assert_eq!(h.pool.stats().total.idle, 1);
     assert_eq!(
-        h.pool.handle_cancel(secs(2), Token(1)),
-        Err(UsageError::UnknownToken(Token(1)))
+        h.pool.handle_cancel(secs(2), c1),
+        Err(UsageError::UnknownCheckout(c1))
     );
-    h.pool
-        .handle_checkout(secs(3), Token(2), &key(80), None)
-        .unwrap();
-    assert_eq!(
-        acquired(&h.drain()),
-        [(Token(2), conn, FromCache::Immediate)]
-    );
+    let c2 = h.pool.handle_checkout(secs(3), &key(80), None).unwrap();
+    assert_eq!(acquired(&h.drain()), [(c2, conn, FromCache::Immediate)]);
 }
 
 #[test]
 fn idle_connections_expire_exactly_at_their_keep_alive_deadline() {
     let mut h = Harness::new(Config::default());
-    let conn = h.fresh(secs(0), 1, key(80));
+    let conn = h.fresh(secs(0), key(80));
     h.pool.handle_checkin(secs(10), conn, true).unwrap();
     // Its timer may sit earlier (lazy re-arm) but it must not close early.
     let deadline = secs(25);
@@ -319,11 +303,9 @@ fn idle_connections_expire_exactly_at_their_keep_alive_deadline() {
 #[test]
 fn reuse_restarts_the_keep_alive_clock() {
     let mut h = Harness::new(Config::default());
-    let conn = h.fresh(secs(0), 1, key(80));
+    let conn = h.fresh(secs(0), key(80));
     h.pool.handle_checkin(secs(0), conn, true).unwrap();
-    h.pool
-        .handle_checkout(secs(14), Token(2), &key(80), None)
-        .unwrap();
+    h.pool.handle_checkout(secs(14), &key(80), None).unwrap();
     h.pool.handle_checkin(secs(14), conn, true).unwrap();
     h.drain();
     h.pool.handle_timeout(secs(15));
@@ -338,22 +320,21 @@ fn request_timeout_covers_resolving() {
         request_timeout: Duration::from_secs(5),
         ..Config::default()
     });
-    h.pool
-        .handle_checkout(secs(0), Token(1), &key(80), None)
-        .unwrap();
+    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     h.drain();
     assert_eq!(h.pool.poll_timeout(), Some(secs(5)));
     h.pool.handle_timeout(secs(4));
     assert_eq!(h.drain(), []);
     h.pool.handle_timeout(secs(5));
-    assert_eq!(failed(&h.drain()), [(Token(1), CheckoutError::TimedOut)]);
+    assert_eq!(failed(&h.drain()), [(c1, CheckoutError::TimedOut)]);
     assert_eq!(h.pool.stats().counters.timeouts, 1);
     // A per-checkout deadline wins over the configured one.
-    h.pool
-        .handle_checkout(secs(5), Token(2), &key(81), Some(secs(6)))
+    let c2 = h
+        .pool
+        .handle_checkout(secs(5), &key(81), Some(secs(6)))
         .unwrap();
     h.pool.handle_timeout(secs(6));
-    assert_eq!(failed(&h.drain()), [(Token(2), CheckoutError::TimedOut)]);
+    assert_eq!(failed(&h.drain()), [(c2, CheckoutError::TimedOut)]);
 }
 
 #[test]
@@ -362,12 +343,10 @@ fn a_key_at_its_cap_does_not_block_other_keys() {
         max_per_key: 1,
         ..Config::default()
     });
-    let _a = h.fresh(secs(0), 1, key(80));
-    h.pool
-        .handle_checkout(secs(0), Token(2), &key(80), None)
-        .unwrap();
+    let _a = h.fresh(secs(0), key(80));
+    h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     assert_eq!(h.drain(), []);
-    let b = h.fresh(secs(0), 3, key(81));
+    let b = h.fresh(secs(0), key(81));
     assert_ne!(b, _a);
     assert_eq!(h.pool.key_stats(&key(80)).waiters, 1);
 }
@@ -379,15 +358,13 @@ fn the_global_cap_evicts_the_least_recently_used_idle_connection() {
         max_open: 3,
         ..Config::default()
     });
-    let a = h.fresh(secs(0), 1, key(1));
-    let b = h.fresh(secs(0), 2, key(2));
-    let c = h.fresh(secs(0), 3, key(3));
+    let a = h.fresh(secs(0), key(1));
+    let b = h.fresh(secs(0), key(2));
+    let c = h.fresh(secs(0), key(3));
     h.pool.handle_checkin(secs(1), b, true).unwrap();
     h.pool.handle_checkin(secs(2), a, true).unwrap();
     h.pool.handle_checkin(secs(3), c, true).unwrap();
-    h.pool
-        .handle_checkout(secs(4), Token(4), &key(4), None)
-        .unwrap();
+    h.pool.handle_checkout(secs(4), &key(4), None).unwrap();
     let out = h.drain();
     assert_eq!(
         closes(&out),
@@ -405,11 +382,9 @@ fn at_the_global_cap_with_nothing_idle_a_key_waits_for_capacity() {
         max_open: 2,
         ..Config::default()
     });
-    let a = h.fresh(secs(0), 1, key(1));
-    let _b = h.fresh(secs(0), 2, key(1));
-    h.pool
-        .handle_checkout(secs(1), Token(3), &key(2), None)
-        .unwrap();
+    let a = h.fresh(secs(0), key(1));
+    let _b = h.fresh(secs(0), key(1));
+    h.pool.handle_checkout(secs(1), &key(2), None).unwrap();
     assert_eq!(h.drain(), []);
     // Checking `a` in: nobody waits for key 1, key 2 waits for room: `a` makes room.
     h.pool.handle_checkin(secs(2), a, true).unwrap();
@@ -422,17 +397,11 @@ fn at_the_global_cap_with_nothing_idle_a_key_waits_for_capacity() {
 #[test]
 fn one_resolution_per_host_and_its_error_reaches_every_waiter() {
     let mut h = Harness::new(Config::default());
+    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
+    let c2 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
+    let c3 = h.pool.handle_checkout(secs(0), &key(443), None).unwrap();
     h.pool
-        .handle_checkout(secs(0), Token(1), &key(80), None)
-        .unwrap();
-    h.pool
-        .handle_checkout(secs(0), Token(2), &key(80), None)
-        .unwrap();
-    h.pool
-        .handle_checkout(secs(0), Token(3), &key(443), None)
-        .unwrap();
-    h.pool
-        .handle_checkout(secs(0), Token(4), &other_host(80), None)
+        .handle_checkout(secs(0), &other_host(80), None)
         .unwrap();
     let out = h.drain();
     let resolves: Vec<_> = out
@@ -444,9 +413,11 @@ fn one_resolution_per_host_and_its_error_reaches_every_waiter() {
         .handle_resolved(secs(1), &"example.test".into(), Err(ResolveError::NotFound))
         .unwrap();
     let mut f = failed(&h.drain());
-    f.sort_by_key(|(t, _)| *t);
+    f.sort_by_key(|(c, _)| *c);
     let e = CheckoutError::Resolve(ResolveError::NotFound);
-    assert_eq!(f, [(Token(1), e), (Token(2), e), (Token(3), e)]);
+    let mut expected = [(c1, e), (c2, e), (c3, e)];
+    expected.sort_by_key(|(c, _)| *c);
+    assert_eq!(f, expected);
     assert_eq!(
         h.pool.stats().total.waiters,
         1,
@@ -465,14 +436,12 @@ fn a_resolver_that_never_answers_times_out() {
         connect_timeout: Duration::from_secs(3),
         ..Config::default()
     });
-    h.pool
-        .handle_checkout(secs(0), Token(1), &key(80), None)
-        .unwrap();
+    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     h.drain();
     h.pool.handle_timeout(secs(3));
     assert_eq!(
         failed(&h.drain()),
-        [(Token(1), CheckoutError::Resolve(ResolveError::TimedOut))]
+        [(c1, CheckoutError::Resolve(ResolveError::TimedOut))]
     );
     assert_eq!(h.pool.stats().total.open, 0);
 }
@@ -480,9 +449,7 @@ fn a_resolver_that_never_answers_times_out() {
 #[test]
 fn the_next_address_is_tried_when_a_connect_fails() {
     let mut h = Harness::new(Config::default());
-    h.pool
-        .handle_checkout(secs(0), Token(1), &key(80), None)
-        .unwrap();
+    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     h.drain();
     h.pool
         .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
@@ -496,7 +463,7 @@ fn the_next_address_is_tried_when_a_connect_fails() {
         .unwrap();
     assert_eq!(connects(&h.drain()), [(conn, SocketAddr::new(ip(2), 80))]);
     h.pool.handle_connected(secs(1), conn).unwrap();
-    assert_eq!(acquired(&h.drain()), [(Token(1), conn, FromCache::Fresh)]);
+    assert_eq!(acquired(&h.drain()), [(c1, conn, FromCache::Fresh)]);
 }
 
 #[test]
@@ -505,11 +472,9 @@ fn refusal_on_every_address_fails_all_waiters_with_the_real_cause() {
         max_per_key: 1,
         ..Config::default()
     });
-    for t in 1..=3 {
-        h.pool
-            .handle_checkout(secs(0), Token(t), &key(80), None)
-            .unwrap();
-    }
+    let c: Vec<CheckoutId> = (0..3)
+        .map(|_| h.pool.handle_checkout(secs(0), &key(80), None).unwrap())
+        .collect();
     h.drain();
     h.pool
         .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1)]))
@@ -519,10 +484,7 @@ fn refusal_on_every_address_fails_all_waiters_with_the_real_cause() {
         .handle_connect_failed(secs(0), conn, ConnectError::Refused)
         .unwrap();
     let e = CheckoutError::Connect(ConnectError::Refused);
-    assert_eq!(
-        failed(&h.drain()),
-        [(Token(1), e), (Token(2), e), (Token(3), e)]
-    );
+    assert_eq!(failed(&h.drain()), [(c[0], e), (c[1], e), (c[2], e)]);
     assert_eq!(h.pool.stats().counters.connect_failures, 1);
     assert_eq!(h.pool.stats().total, Gauges::default());
 }
@@ -533,13 +495,9 @@ fn a_connect_that_hangs_times_out_and_closes() {
         connect_timeout: Duration::from_secs(2),
         ..Config::default()
     });
-    h.pool
-        .handle_checkout(
-            secs(0),
-            Token(1),
-            &Endpoint::new("http", "127.0.0.1", 9),
-            None,
-        )
+    let c1 = h
+        .pool
+        .handle_checkout(secs(0), &Endpoint::new("http", "127.0.0.1", 9), None)
         .unwrap();
     let out = h.drain();
     let [(conn, addr)] = connects(&out)[..] else {
@@ -551,7 +509,7 @@ fn a_connect_that_hangs_times_out_and_closes() {
     assert_eq!(closes(&out), [(conn, CloseReason::ConnectTimedOut)]);
     assert_eq!(
         failed(&out),
-        [(Token(1), CheckoutError::Connect(ConnectError::TimedOut))]
+        [(c1, CheckoutError::Connect(ConnectError::TimedOut))]
     );
     assert_eq!(
         h.pool.handle_connected(secs(3), conn),
@@ -565,11 +523,11 @@ fn max_lifetime_closes_old_connections_instead_of_reusing_them() {
         max_lifetime: Some(Duration::from_secs(10)),
         ..Config::default()
     });
-    let conn = h.fresh(secs(0), 1, key(80));
+    let conn = h.fresh(secs(0), key(80));
     h.pool.handle_checkin(secs(5), conn, true).unwrap();
     h.pool.handle_timeout(secs(10));
     assert_eq!(closes(&h.drain()), [(conn, CloseReason::MaxLifetime)]);
-    let conn = h.fresh(secs(10), 2, key(80));
+    let conn = h.fresh(secs(10), key(80));
     h.pool.handle_checkin(secs(21), conn, true).unwrap();
     assert_eq!(closes(&h.drain()), [(conn, CloseReason::MaxLifetime)]);
 }
@@ -580,10 +538,8 @@ fn checkin_as_not_reusable_closes_and_serves_the_next_waiter_fresh() {
         max_per_key: 1,
         ..Config::default()
     });
-    let conn = h.fresh(secs(0), 1, key(80));
-    h.pool
-        .handle_checkout(secs(0), Token(2), &key(80), None)
-        .unwrap();
+    let conn = h.fresh(secs(0), key(80));
+    h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     h.pool.handle_checkin(secs(1), conn, false).unwrap();
     let out = h.drain();
     assert_eq!(closes(&out), [(conn, CloseReason::Discarded)]);
@@ -596,7 +552,7 @@ fn checkin_as_not_reusable_closes_and_serves_the_next_waiter_fresh() {
 #[test]
 fn an_idle_connection_closed_by_the_peer_is_dropped() {
     let mut h = Harness::new(Config::default());
-    let conn = h.fresh(secs(0), 1, key(80));
+    let conn = h.fresh(secs(0), key(80));
     assert!(matches!(
         h.pool.handle_idle_closed(secs(0), conn),
         Err(UsageError::WrongState { .. })
@@ -604,7 +560,7 @@ fn an_idle_connection_closed_by_the_peer_is_dropped() {
     h.pool.handle_checkin(secs(0), conn, true).unwrap();
     h.pool.handle_idle_closed(secs(1), conn).unwrap();
     assert_eq!(closes(&h.drain()), [(conn, CloseReason::PeerClosed)]);
-    let again = h.fresh(secs(2), 2, key(80));
+    let again = h.fresh(secs(2), key(80));
     assert_ne!(again, conn, "ids are never reused");
 }
 
@@ -614,12 +570,10 @@ fn too_many_waiters_is_queue_full() {
         max_waiters: 2,
         ..Config::default()
     });
-    for t in 1..=3 {
-        h.pool
-            .handle_checkout(secs(0), Token(t), &key(80), None)
-            .unwrap();
-    }
-    assert_eq!(failed(&h.drain()), [(Token(3), CheckoutError::QueueFull)]);
+    let c: Vec<CheckoutId> = (0..3)
+        .map(|_| h.pool.handle_checkout(secs(0), &key(80), None).unwrap())
+        .collect();
+    assert_eq!(failed(&h.drain()), [(c[2], CheckoutError::QueueFull)]);
 }
 
 #[test]
@@ -628,25 +582,18 @@ fn shutdown_answers_everyone_closes_everything_then_drains_once() {
         max_per_key: 2,
         ..Config::default()
     });
-    let leased = h.fresh(secs(0), 1, key(80));
-    let idle = h.fresh(secs(0), 2, key(81));
+    let leased = h.fresh(secs(0), key(80));
+    let idle = h.fresh(secs(0), key(81));
     h.pool.handle_checkin(secs(0), idle, true).unwrap();
-    let _c = h.fresh(secs(0), 3, key(80));
-    h.pool
-        .handle_checkout(secs(0), Token(4), &key(80), None)
-        .unwrap();
-    h.pool
-        .handle_checkout(secs(0), Token(5), &key(82), None)
-        .unwrap();
+    let _c = h.fresh(secs(0), key(80));
+    let c4 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
+    let c5 = h.pool.handle_checkout(secs(0), &key(82), None).unwrap();
     h.drain();
     h.pool.handle_shutdown(secs(1)).unwrap();
     let out = h.drain();
     assert_eq!(
         failed(&out),
-        [
-            (Token(4), CheckoutError::Shutdown),
-            (Token(5), CheckoutError::Shutdown)
-        ]
+        [(c4, CheckoutError::Shutdown), (c5, CheckoutError::Shutdown)]
     );
     assert!(closes(&out).contains(&(idle, CloseReason::Shutdown)));
     assert!(
@@ -655,7 +602,7 @@ fn shutdown_answers_everyone_closes_everything_then_drains_once() {
     );
     assert_eq!(h.pool.state(), PoolState::Draining);
     assert_eq!(
-        h.pool.handle_checkout(secs(1), Token(6), &key(80), None),
+        h.pool.handle_checkout(secs(1), &key(80), None),
         Err(UsageError::ShutDown)
     );
     h.pool.handle_checkin(secs(2), leased, true).unwrap();
@@ -689,10 +636,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         max_per_key: 1,
         ..Config::default()
     });
-    let conn = h.fresh(secs(5), 1, key(80));
-    h.pool
-        .handle_checkout(secs(5), Token(2), &key(80), None)
-        .unwrap();
+    let (answered, conn) = h.fresh_checkout(secs(5), key(80));
+    h.pool.handle_checkout(secs(5), &key(80), None).unwrap();
     h.drain();
     let before = (h.pool.stats(), h.pool.poll_timeout());
     let ghost = ConnId::from_raw(12345);
@@ -709,20 +654,23 @@ fn bad_input_is_refused_and_changes_nothing() {
             .handle_connect_failed(secs(6), ghost, ConnectError::Refused),
         Err(UsageError::UnknownConn(ghost))
     );
+    // A checkout never minted, and one already answered (its connection is checked in, not
+    // cancelled): neither is waiting.
+    let never = CheckoutId::from_raw(12345);
     assert_eq!(
-        h.pool.handle_cancel(secs(6), Token(9)),
-        Err(UsageError::UnknownToken(Token(9)))
+        h.pool.handle_cancel(secs(6), never),
+        Err(UsageError::UnknownCheckout(never))
     );
     assert_eq!(
-        h.pool.handle_checkout(secs(6), Token(2), &key(81), None),
-        Err(UsageError::DuplicateToken(Token(2)))
+        h.pool.handle_cancel(secs(6), answered),
+        Err(UsageError::UnknownCheckout(answered))
     );
     assert!(matches!(
         h.pool.handle_connected(secs(6), conn),
         Err(UsageError::WrongState { .. })
     ));
     assert_eq!(
-        h.pool.handle_checkout(secs(4), Token(3), &key(80), None),
+        h.pool.handle_checkout(secs(4), &key(80), None),
         Err(UsageError::TimeWentBackwards {
             now: secs(4),
             last: secs(5)
@@ -731,7 +679,8 @@ fn bad_input_is_refused_and_changes_nothing() {
     h.pool.handle_timeout(secs(1));
     assert_eq!(h.drain(), []);
     assert_eq!((h.pool.stats(), h.pool.poll_timeout()), before);
-    // Double checkin: the first hands the connection to waiter 2, the second is refused.
+    // Double checkin: the first hands the connection to the waiting checkout, the second is
+    // refused.
     h.pool.handle_checkin(secs(6), conn, true).unwrap();
     h.drain();
     h.pool.handle_checkin(secs(6), conn, true).unwrap();
@@ -752,13 +701,11 @@ fn fifo_reuse_takes_the_oldest_idle_connection() {
             reuse,
             ..Config::default()
         });
-        let a = h.fresh(secs(0), 1, key(80));
-        let b = h.fresh(secs(0), 2, key(80));
+        let a = h.fresh(secs(0), key(80));
+        let b = h.fresh(secs(0), key(80));
         h.pool.handle_checkin(secs(1), a, true).unwrap();
         h.pool.handle_checkin(secs(2), b, true).unwrap();
-        h.pool
-            .handle_checkout(secs(3), Token(3), &key(80), None)
-            .unwrap();
+        h.pool.handle_checkout(secs(3), &key(80), None).unwrap();
         let got = acquired(&h.drain())[0].1;
         assert_eq!(got, if expect_first { a } else { b }, "{reuse:?}");
     }
@@ -772,12 +719,10 @@ fn checkout_at_the_instant_the_last_idle_connection_expires() {
         max_lifetime: Some(Duration::from_secs(10)),
         ..Config::default()
     });
-    let conn = h.fresh(secs(0), 1, key(80));
+    let conn = h.fresh(secs(0), key(80));
     h.pool.handle_checkin(secs(5), conn, true).unwrap();
     h.drain();
-    h.pool
-        .handle_checkout(secs(10), Token(2), &key(80), None)
-        .unwrap();
+    h.pool.handle_checkout(secs(10), &key(80), None).unwrap();
     let out = h.drain();
     assert_eq!(closes(&out), [(conn, CloseReason::MaxLifetime)]);
     assert!(
@@ -789,48 +734,63 @@ fn checkout_at_the_instant_the_last_idle_connection_expires() {
 
 #[test]
 fn a_recorded_input_log_replays_to_the_same_outputs() {
-    // Record a run as data, replay it into a fresh pool: identical outputs, bit for bit.
+    // Record a run as data, replay it into a fresh pool: identical outputs, bit for bit. The
+    // recorded cancel names its checkout by the id the recorded run was given: minting is
+    // deterministic, so every replay gives that checkout the same id.
     let host: String = "example.test".into();
-    let log: Vec<(Instant, Input<Endpoint>)> = vec![
-        (
-            secs(0),
-            Input::Checkout {
-                token: Token(1),
-                key: key(80),
-                deadline: None,
-            },
-        ),
-        (
-            secs(0),
-            Input::Checkout {
-                token: Token(2),
-                key: key(80),
-                deadline: Some(secs(3)),
-            },
-        ),
-        (
-            secs(1),
-            Input::Resolved {
-                host: host.clone(),
-                result: Ok(vec![ip(1), ip(2)]),
-            },
-        ),
-        (
-            secs(1),
-            Input::ConnectFailed(ConnId::from_raw(1 << 32), ConnectError::Refused),
-        ),
-        (secs(2), Input::Connected(ConnId::from_raw(1 << 32))),
-        (secs(2), Input::Cancel(Token(2))),
-        (secs(3), Input::Timeout),
-        (secs(4), Input::Shutdown),
-        (
-            secs(5),
-            Input::Checkin {
-                conn: ConnId::from_raw(1 << 32),
-                reusable: true,
-            },
-        ),
-    ];
+    let conn = ConnId::from_raw(1 << 32);
+    let mut pool = Pool::new(Config::default()).unwrap();
+    let mut log: Vec<(Instant, Input<Endpoint>)> = Vec::new();
+    let mut recorded = Vec::new();
+    let mut record = |now: Instant, input: Input<Endpoint>| {
+        // A checkout is made directly, to learn its id; the rest goes through `handle`.
+        let result = match &input {
+            Input::Checkout { key, deadline } => {
+                pool.handle_checkout(now, key, *deadline).map(Some)
+            }
+            _ => pool.handle(now, input.clone()).map(|()| None),
+        };
+        recorded.push(alloc::format!("{:?}", result.as_ref().map(|_| ())));
+        while let Some(o) = pool.poll_output() {
+            recorded.push(alloc::format!("{o:?}"));
+        }
+        log.push((now, input));
+        result.unwrap()
+    };
+    record(
+        secs(0),
+        Input::Checkout {
+            key: key(80),
+            deadline: None,
+        },
+    );
+    let second = record(
+        secs(0),
+        Input::Checkout {
+            key: key(80),
+            deadline: Some(secs(3)),
+        },
+    )
+    .expect("a checkout is named");
+    record(
+        secs(1),
+        Input::Resolved {
+            host: host.clone(),
+            result: Ok(vec![ip(1), ip(2)]),
+        },
+    );
+    record(secs(1), Input::ConnectFailed(conn, ConnectError::Refused));
+    record(secs(2), Input::Connected(conn));
+    record(secs(2), Input::Cancel(second));
+    record(secs(3), Input::Timeout);
+    record(secs(4), Input::Shutdown);
+    record(
+        secs(5),
+        Input::Checkin {
+            conn,
+            reusable: true,
+        },
+    );
     let run = || {
         let mut pool = Pool::new(Config::default()).unwrap();
         let mut out = Vec::new();
@@ -844,7 +804,50 @@ fn a_recorded_input_log_replays_to_the_same_outputs() {
         out
     };
     let first = run();
+    assert_eq!(first, recorded, "the replay is the recorded run");
     assert_eq!(first, run());
     assert!(first.iter().any(|o| o.contains("Fresh")), "{first:?}");
     assert!(first.iter().any(|o| o.contains("Drained")), "{first:?}");
+}
+
+#[test]
+fn checkout_ids_are_never_reused() {
+    // Every way a checkout ends, round after round: answered at once, queued then answered,
+    // queued then cancelled, refused (queue full, deadline already passed). The pool reuses the
+    // slots these free; the ids it mints must still all differ.
+    let mut h = Harness::new(Config {
+        max_per_key: 1,
+        max_waiters: 2,
+        ..Config::default()
+    });
+    let (first, conn) = h.fresh_checkout(secs(0), key(80));
+    h.pool.handle_checkin(secs(0), conn, true).unwrap();
+    let mut ids = vec![first];
+    for round in 1..=20 {
+        let now = secs(round);
+        let immediate = h.pool.handle_checkout(now, &key(80), None).unwrap();
+        assert_eq!(
+            acquired(&h.drain()),
+            [(immediate, conn, FromCache::Immediate)]
+        );
+        let queued = h.pool.handle_checkout(now, &key(80), None).unwrap();
+        let cancelled = h.pool.handle_checkout(now, &key(80), None).unwrap();
+        assert_eq!(h.drain(), [], "both wait for the leased connection");
+        let full = h.pool.handle_checkout(now, &key(80), None).unwrap();
+        assert_eq!(failed(&h.drain()), [(full, CheckoutError::QueueFull)]);
+        h.pool.handle_cancel(now, cancelled).unwrap();
+        let late = h.pool.handle_checkout(now, &key(80), Some(now)).unwrap();
+        assert_eq!(failed(&h.drain()), [(late, CheckoutError::TimedOut)]);
+        h.pool.handle_checkin(now, conn, true).unwrap();
+        assert_eq!(acquired(&h.drain()), [(queued, conn, FromCache::Deferred)]);
+        h.pool.handle_checkin(now, conn, true).unwrap();
+        assert_eq!(h.drain(), [], "the cancelled checkout gets no answer");
+        ids.extend([immediate, queued, cancelled, full, late]);
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "an id was reused: {ids:?}");
+    let c = h.pool.stats().counters;
+    assert_eq!((c.immediate, c.deferred, c.cancellations), (20, 20, 20));
 }

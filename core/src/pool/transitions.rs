@@ -12,7 +12,7 @@ use super::{
     idle_links, ks_host, lru_links, waiter_links,
 };
 use crate::error::UsageError;
-use crate::id::{ConnId, Token};
+use crate::id::{CheckoutId, ConnId};
 use crate::time::Instant;
 
 impl<K: PoolKey> Pool<K> {
@@ -249,8 +249,8 @@ impl<K: PoolKey> Pool<K> {
         let head = self.keys.get(key_id).expect("live key").waiters.front();
         match head {
             Some(waiter) => {
-                let token = self.remove_waiter(waiter).token;
-                self.lease(id, token, from_cache);
+                self.remove_waiter(waiter);
+                self.lease(id, CheckoutId::from_raw(waiter), from_cache);
             }
             None => {
                 self.set_conn_state(id, Some(ConnState::Idle { since: now }));
@@ -259,7 +259,7 @@ impl<K: PoolKey> Pool<K> {
         }
     }
 
-    pub(super) fn lease(&mut self, id: u64, token: Token, from_cache: FromCache) {
+    pub(super) fn lease(&mut self, id: u64, checkout: CheckoutId, from_cache: FromCache) {
         self.set_conn_state(id, Some(ConnState::Leased));
         match from_cache {
             FromCache::Immediate => self.counters.immediate += 1,
@@ -267,7 +267,7 @@ impl<K: PoolKey> Pool<K> {
             FromCache::Fresh => self.counters.fresh += 1,
         }
         self.outputs.push_back(Output::Acquired {
-            token,
+            checkout,
             conn: ConnId::from_raw(id),
             from_cache,
         });
@@ -387,9 +387,11 @@ impl<K: PoolKey> Pool<K> {
         };
         let fail_all = ks.gauges.open == 0;
         while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
-            let token = self.remove_waiter(waiter).token;
-            self.outputs
-                .push_back(Output::CheckoutFailed { token, error });
+            self.remove_waiter(waiter);
+            self.outputs.push_back(Output::CheckoutFailed {
+                checkout: CheckoutId::from_raw(waiter),
+                error,
+            });
             if !fail_all {
                 break;
             }
@@ -411,9 +413,9 @@ impl<K: PoolKey> Pool<K> {
         keys.dedup();
         for key_id in keys {
             while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
-                let token = self.remove_waiter(waiter).token;
+                self.remove_waiter(waiter);
                 self.outputs.push_back(Output::CheckoutFailed {
-                    token,
+                    checkout: CheckoutId::from_raw(waiter),
                     error: CheckoutError::Resolve(error),
                 });
             }
@@ -432,7 +434,7 @@ impl<K: PoolKey> Pool<K> {
             .collect()
     }
 
-    /// Removes a waiter from its key's queue, its deadline order and the token table.
+    /// Removes a waiter from its key's queue and its deadline order.
     pub(super) fn remove_waiter(&mut self, waiter: u64) -> Waiter {
         let w = self.waiters.get(waiter).expect("live waiter");
         let (key_id, in_expiry, deadline) = (w.key, w.in_expiry, w.deadline);
@@ -445,9 +447,7 @@ impl<K: PoolKey> Pool<K> {
         ks.waiters.remove(&mut self.waiters, waiter, waiter_links);
         ks.gauges.waiters -= 1;
         self.total.waiters -= 1;
-        let w = self.waiters.remove(waiter).expect("live waiter");
-        self.tokens.remove(&w.token);
-        w
+        self.waiters.remove(waiter).expect("live waiter")
     }
 
     pub(super) fn finish_drain(&mut self) {

@@ -13,7 +13,7 @@
 //!   DRAM latency, which any data structure pays; it is printed for honesty.
 //! - *active set = 1,000 keys* (the headline): the same 1,000 keys do the work in both runs; at
 //!   1M the other 999,000 keys park a connection and a waiter each, so every index the
-//!   operations go through (keys, tokens, timers, slabs) holds 1,000x more entries. This isolates
+//!   operations go through (keys, waiters, timers, slabs) holds 1,000x more entries. This isolates
 //!   what the pool's algorithms cost as it grows: O(log n) gives a ratio near
 //!   log(1M)/log(1k) = 2 at worst, a scan would give ~1000.
 
@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant as Clock};
 
 use moor_core::pool::{Config, Output, Pool, PoolKey};
-use moor_core::{ConnId, Instant, Rng, Token};
+use moor_core::{CheckoutId, ConnId, Instant, Rng};
 
 /// A cheap key: a number, connected by literal address (no resolution in the measured loop).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,10 +49,8 @@ struct Workload {
     rng: Rng,
     /// The connection the application holds for each key, if any.
     held: Vec<Option<ConnId>>,
-    /// Key of every token, indexed by token number.
-    token_key: Vec<u32>,
-    /// Tokens that may still be queued (answered ones are skipped lazily).
-    queued: Vec<Token>,
+    /// Checkouts that may still be queued (answered ones are skipped lazily).
+    queued: Vec<CheckoutId>,
     ops: u64,
 }
 
@@ -69,7 +67,6 @@ impl Workload {
             now: Instant::from_secs(1),
             rng: Rng::new(seed),
             held: vec![None; keys as usize],
-            token_key: Vec::new(),
             queued: Vec::new(),
             ops: 0,
         };
@@ -91,18 +88,21 @@ impl Workload {
     }
 
     fn checkout(&mut self, k: u32, deadline: Option<Instant>) {
-        let token = Token(self.token_key.len() as u64);
-        self.token_key.push(k);
-        self.pool
-            .handle_checkout(self.now, token, &Key(k), deadline)
+        let checkout = self
+            .pool
+            .handle_checkout(self.now, &Key(k), deadline)
             .expect("checkout");
-        self.queued.push(token);
+        self.queued.push(checkout);
     }
 
     fn drain(&mut self) {
         while let Some(out) = self.pool.poll_output() {
-            if let Output::Acquired { token, conn, .. } = out {
-                let k = self.token_key[token.0 as usize] as usize;
+            if let Output::Acquired { conn, .. } = out {
+                let k = self
+                    .pool
+                    .conn_key(conn)
+                    .expect("a leased connection is live")
+                    .0 as usize;
                 debug_assert!(self.held[k].is_none());
                 self.held[k] = Some(conn);
             }
@@ -128,10 +128,10 @@ impl Workload {
             7 => {
                 if !self.queued.is_empty() {
                     let i = self.rng.below(self.queued.len() as u64) as usize;
-                    let token = self.queued.swap_remove(i);
+                    let checkout = self.queued.swap_remove(i);
                     // Answered already (acquired or timed out) is fine: that is the race a
                     // real application has too.
-                    let _ = self.pool.handle_cancel(self.now, token);
+                    let _ = self.pool.handle_cancel(self.now, checkout);
                 }
             }
             _ => {

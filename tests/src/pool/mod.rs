@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use moor_core::pool::{Config, ConnectError, Endpoint, Pool, PoolState, ResolveError, Reuse};
-use moor_core::{ConnId, Instant, Token, UsageError};
+use moor_core::{CheckoutId, ConnId, Instant, UsageError};
 
 use crate::sim::{FakeNet, NetConfig};
 
@@ -30,7 +30,7 @@ pub enum Op {
         /// Deadline in milliseconds from now; `None` uses the request timeout.
         deadline_ms: Option<u16>,
     },
-    /// Cancel a pending checkout (picked by index), or an unknown token if none is pending.
+    /// Cancel a pending checkout (picked by index), or an unknown id if none is pending.
     Cancel {
         /// Which pending checkout.
         pick: u8,
@@ -151,11 +151,10 @@ pub struct PoolSim {
     config: SimConfig,
     net: FakeNet<NetEvent>,
     now: Instant,
-    next_token: u64,
     /// Accepted, unanswered checkouts, per key in checkout order.
-    queues: BTreeMap<Endpoint, VecDeque<Token>>,
-    pending: BTreeMap<Token, Endpoint>,
-    answered: BTreeSet<Token>,
+    queues: BTreeMap<Endpoint, VecDeque<CheckoutId>>,
+    pending: BTreeMap<CheckoutId, Endpoint>,
+    answered: BTreeSet<CheckoutId>,
     socks: BTreeMap<ConnId, SockInfo>,
     /// Resolutions in flight: host → when asked.
     resolving: BTreeMap<String, Instant>,
@@ -170,8 +169,8 @@ pub struct PoolSim {
 /// What the step being applied may legitimately produce.
 #[derive(Default)]
 struct Expect {
-    /// The token of the checkout being made, and the conn it must get immediately, if any.
-    checkout: Option<(Token, Option<ConnId>)>,
+    /// The checkout being made, and the conn it must get immediately, if any.
+    checkout: Option<(CheckoutId, Option<ConnId>)>,
     /// The conn just checked in (Deferred hand-off allowed) or just connected (Fresh).
     deferred: Option<ConnId>,
     fresh: Option<ConnId>,
@@ -191,7 +190,6 @@ impl PoolSim {
             net: FakeNet::new(config.net, seed),
             config,
             now: Instant::from_secs(1),
-            next_token: 0,
             queues: BTreeMap::new(),
             pending: BTreeMap::new(),
             answered: BTreeSet::new(),
@@ -268,20 +266,22 @@ impl PoolSim {
 
     fn checkout(&mut self, k: u8, deadline_ms: Option<u16>) {
         let key = key_of(k % self.config.keys);
-        self.next_token += 1;
-        let token = Token(self.next_token);
         let deadline = deadline_ms.map(|ms| self.now + Duration::from_millis(u64::from(ms)));
-        let result = self.pool.handle_checkout(self.now, token, &key, deadline);
+        let result = self.pool.handle_checkout(self.now, &key, deadline);
         if self.shut_down {
             assert_eq!(result, Err(UsageError::ShutDown));
             return;
         }
-        result.expect("checkout accepted");
+        let checkout = result.expect("checkout accepted");
+        assert!(
+            !self.answered.contains(&checkout) && !self.pending.contains_key(&checkout),
+            "{checkout:?} minted twice"
+        );
         let immediate = self.predict_immediate(&key);
-        self.pending.insert(token, key.clone());
-        self.queues.entry(key).or_default().push_back(token);
+        self.pending.insert(checkout, key.clone());
+        self.queues.entry(key).or_default().push_back(checkout);
         self.drive(Expect {
-            checkout: Some((token, immediate)),
+            checkout: Some((checkout, immediate)),
             ..Expect::default()
         });
     }
@@ -300,27 +300,27 @@ impl PoolSim {
     }
 
     fn cancel(&mut self, pick: u8) {
-        let Some(token) = self
+        let Some(checkout) = self
             .pending
             .keys()
             .nth(usize::from(pick) % self.pending.len().max(1))
             .copied()
         else {
-            let ghost = Token(u64::MAX - u64::from(pick));
+            let ghost = CheckoutId::from_raw(u64::MAX - u64::from(pick));
             self.refused(
                 |p, now| p.handle_cancel(now, ghost),
-                UsageError::UnknownToken(ghost),
+                UsageError::UnknownCheckout(ghost),
             );
             return;
         };
         self.pool
-            .handle_cancel(self.now, token)
+            .handle_cancel(self.now, checkout)
             .expect("cancel a pending checkout");
-        let key = self.pending.remove(&token).expect("pending");
+        let key = self.pending.remove(&checkout).expect("pending");
         self.queues
             .get_mut(&key)
             .expect("queued")
-            .retain(|t| *t != token);
+            .retain(|c| *c != checkout);
         self.drive(Expect::default());
     }
 
@@ -435,17 +435,18 @@ impl PoolSim {
             2 => {
                 // The simulation starts at 1 s and tells the pool so: zero is always in its past.
                 let before = (self.pool.stats(), self.pool.poll_timeout());
-                let result = self.pool.handle_cancel(Instant::ZERO, Token(u64::MAX));
-                // An unknown token may be reported first; either way nothing changes.
+                let ghost = CheckoutId::from_raw(u64::MAX);
+                let result = self.pool.handle_cancel(Instant::ZERO, ghost);
+                // An unknown id may be reported first; either way nothing changes.
                 assert!(
                     matches!(
                         result,
-                        Err(UsageError::TimeWentBackwards { .. } | UsageError::UnknownToken(_))
+                        Err(UsageError::TimeWentBackwards { .. } | UsageError::UnknownCheckout(_))
                     ),
                     "{result:?}"
                 );
-                if let Some((&token, _)) = self.pending.iter().next() {
-                    let result = self.pool.handle_cancel(Instant::ZERO, token);
+                if let Some((&checkout, _)) = self.pending.iter().next() {
+                    let result = self.pool.handle_cancel(Instant::ZERO, checkout);
                     assert!(
                         matches!(
                             result,
@@ -461,15 +462,11 @@ impl PoolSim {
                 assert_eq!(self.pool.poll_output(), None);
             }
             3 => {
-                if let Some((&token, _)) = self.pending.iter().next() {
-                    let err = if self.shut_down {
-                        UsageError::ShutDown
-                    } else {
-                        UsageError::DuplicateToken(token)
-                    };
+                // Cancelling a checkout after its answer: it must be checked in instead.
+                if let Some(&answered) = self.answered.iter().next_back() {
                     self.refused(
-                        move |p, now| p.handle_checkout(now, token, &key_of(0), None),
-                        err,
+                        move |p, now| p.handle_cancel(now, answered),
+                        UsageError::UnknownCheckout(answered),
                     );
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use moor_core::Token;
+use moor_core::CheckoutId;
 use moor_core::pool::{CheckoutError, CloseReason, Endpoint, FromCache, Output, PoolKey};
 
 use super::{Expect, NetEvent, PoolSim, Sock, SockInfo};
@@ -113,14 +113,14 @@ impl PoolSim {
                     }
                 }
                 Output::Acquired {
-                    token,
+                    checkout,
                     conn,
                     from_cache,
                 } => {
-                    let (key, was_head) = self.answer(token);
+                    let (key, was_head) = self.answer(checkout);
                     assert!(
                         was_head,
-                        "{token:?} served before an older checkout of its key"
+                        "{checkout:?} served before an older checkout of its key"
                     );
                     let info = self
                         .socks
@@ -133,9 +133,9 @@ impl PoolSim {
                     info.state = Sock::Leased { created };
                     match from_cache {
                         FromCache::Immediate => {
-                            let (t, predicted) =
+                            let (made, predicted) =
                                 expect.checkout.expect("Immediate only answers a checkout");
-                            assert_eq!(t, token);
+                            assert_eq!(made, checkout);
                             if self.config.pool.max_lifetime.is_none() {
                                 assert_eq!(predicted, Some(conn), "reuse order");
                             }
@@ -151,8 +151,8 @@ impl PoolSim {
                         }
                     }
                 }
-                Output::CheckoutFailed { token, error } => {
-                    self.answer(token);
+                Output::CheckoutFailed { checkout, error } => {
+                    self.answer(checkout);
                     if error == CheckoutError::Shutdown {
                         assert!(self.shut_down);
                     }
@@ -164,29 +164,32 @@ impl PoolSim {
                 other => panic!("unknown output {other:?}"),
             }
         }
-        if let Some((token, predicted)) = expect.checkout
+        if let Some((checkout, predicted)) = expect.checkout
             && self.config.pool.max_lifetime.is_none()
         {
             assert_eq!(
                 immediate_seen,
                 predicted.is_some(),
-                "{token:?}: an idle connection must be reused at once"
+                "{checkout:?}: an idle connection must be reused at once"
             );
         }
     }
 
-    /// Marks `token` answered (exactly once); returns its key and whether it was the oldest
+    /// Marks `checkout` answered (exactly once); returns its key and whether it was the oldest
     /// pending checkout of that key. Failures may hit any waiter (a deadline); a success must go
     /// to the oldest (strict FIFO, no barging).
-    pub(super) fn answer(&mut self, token: Token) -> (Endpoint, bool) {
-        assert!(self.answered.insert(token), "{token:?} answered twice");
+    pub(super) fn answer(&mut self, checkout: CheckoutId) -> (Endpoint, bool) {
+        assert!(
+            self.answered.insert(checkout),
+            "{checkout:?} answered twice"
+        );
         let key = self
             .pending
-            .remove(&token)
-            .unwrap_or_else(|| panic!("answer for {token:?}, which is not pending"));
+            .remove(&checkout)
+            .unwrap_or_else(|| panic!("answer for {checkout:?}, which is not pending"));
         let queue = self.queues.get_mut(&key).expect("queued");
-        let was_head = queue.front() == Some(&token);
-        queue.retain(|t| *t != token);
+        let was_head = queue.front() == Some(&checkout);
+        queue.retain(|c| *c != checkout);
         (key, was_head)
     }
 
