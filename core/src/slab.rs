@@ -2,8 +2,9 @@
 //!
 //! A key packs a slot index (low 32 bits) and the slot's generation (high 32 bits). Removing an
 //! entry bumps its slot's generation, so a stale key finds nothing. A slot whose generation would
-//! wrap is retired rather than reused, which is what lets the machines promise that ids are never
-//! reused.
+//! pass [`MAX_GENERATION`] is retired rather than reused, which is what lets the machines promise
+//! that ids are never reused. Generations stay below 2^31, so no key has [`UNSTORED`] set: a
+//! machine can mint ids for things it never stores with that bit, and they never equal a key.
 
 use alloc::vec::Vec;
 
@@ -14,6 +15,12 @@ enum Entry<T> {
 }
 
 const NONE: u32 = u32::MAX;
+
+/// The last generation a slot gets before it is retired.
+const MAX_GENERATION: u32 = u32::MAX >> 1;
+
+/// A bit no key has (see the module docs).
+pub(crate) const UNSTORED: u64 = 1 << 63;
 
 /// A generational slab.
 #[derive(Debug, Clone)]
@@ -68,39 +75,6 @@ impl<T> Slab<T> {
         pack(index, 1)
     }
 
-    /// A key that no value will ever be stored under, for something that needs a name but no
-    /// entry (a checkout answered at once). Minting one costs a store, not an entry.
-    pub(crate) fn skip_key(&mut self) -> u64 {
-        if self.free_head == NONE {
-            let index = u32::try_from(self.entries.len()).expect("slab holds at most 2^32-1 slots");
-            assert!(index != NONE, "slab holds at most 2^32-1 slots");
-            self.entries.push(Entry::Vacant {
-                generation: 1,
-                next_free: NONE,
-            });
-            self.free_head = index;
-        }
-        let index = self.free_head;
-        let entry = &mut self.entries[index as usize];
-        let Entry::Vacant {
-            generation,
-            next_free,
-        } = *entry
-        else {
-            unreachable!("free list points at an occupied slot");
-        };
-        // The slot's next occupant gets the next generation; one that would wrap is retired.
-        let next_generation = generation.wrapping_add(1);
-        *entry = Entry::Vacant {
-            generation: next_generation,
-            next_free,
-        };
-        if next_generation == 0 {
-            self.free_head = next_free;
-        }
-        pack(index, generation)
-    }
-
     /// The value stored under `key`, if it is still there.
     pub(crate) fn get(&self, key: u64) -> Option<&T> {
         let (index, gen_) = unpack(key);
@@ -127,13 +101,11 @@ impl<T> Slab<T> {
             Entry::Occupied { generation, .. } if *generation == gen_ => {}
             _ => return None,
         }
-        let next_generation = gen_.wrapping_add(1);
-        // A wrapped generation could collide with a key handed out long ago: retire the slot.
-        let next_free = if next_generation == 0 {
-            NONE
-        } else {
-            self.free_head
-        };
+        let next_generation = gen_ + 1;
+        // Past the last generation a key could collide with an id minted with UNSTORED (or,
+        // wrapped, with a key handed out long ago): retire the slot.
+        let retire = next_generation > MAX_GENERATION;
+        let next_free = if retire { NONE } else { self.free_head };
         let old = core::mem::replace(
             entry,
             Entry::Vacant {
@@ -141,7 +113,7 @@ impl<T> Slab<T> {
                 next_free,
             },
         );
-        if next_generation != 0 {
+        if !retire {
             self.free_head = index as u32;
         }
         self.len -= 1;
@@ -195,52 +167,24 @@ mod tests {
     }
 
     #[test]
-    fn skipped_keys_are_never_reused_or_found() {
-        let mut s = Slab::default();
-        let a = s.skip_key();
-        let b = s.skip_key();
-        assert_ne!(a, b);
-        assert_eq!(s.get(a), None::<&&str>);
-        assert_eq!(s.len(), 0);
-        let c = s.insert("c");
-        assert!(c != a && c != b);
-        assert_eq!(s.remove(c), Some("c"));
-        let d = s.skip_key();
-        assert!(d != a && d != b && d != c);
-        assert_eq!(s.remove(a), None);
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn a_skipped_slot_whose_generation_wraps_is_retired() {
-        let mut s: Slab<u8> = Slab::default();
-        s.entries.push(Entry::Vacant {
-            generation: u32::MAX,
-            next_free: NONE,
-        });
-        s.free_head = 0;
-        assert_eq!(s.skip_key(), pack(0, u32::MAX));
-        assert_eq!(
-            unpack(s.skip_key()).0,
-            1,
-            "the wrapped slot must not be reused"
-        );
-        assert_eq!(unpack(s.insert(1)).0, 1);
-    }
-
-    #[test]
-    fn a_slot_whose_generation_wraps_is_retired() {
+    fn a_slot_at_its_last_generation_is_retired_and_no_key_is_unstored() {
         let mut s: Slab<u8> = Slab::default();
         let k = s.insert(1);
         // Force the slot to its last generation.
         s.entries[0] = Entry::Occupied {
-            generation: u32::MAX,
+            generation: MAX_GENERATION,
             value: 1,
         };
-        let last = pack(0, u32::MAX);
+        let last = pack(0, MAX_GENERATION);
         assert_ne!(k, last);
+        assert_eq!(
+            last & UNSTORED,
+            0,
+            "the last generation's keys lack the bit"
+        );
         assert_eq!(s.remove(last), Some(1));
         let fresh = s.insert(2);
-        assert_eq!(unpack(fresh).0, 1, "the wrapped slot must not be reused");
+        assert_eq!(unpack(fresh).0, 1, "the retired slot must not be reused");
+        assert_eq!(fresh & UNSTORED, 0);
     }
 }

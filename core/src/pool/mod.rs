@@ -41,7 +41,7 @@ pub use stats::{Counters, Gauges, Stats};
 use self::list::{Links, List};
 use crate::error::{ConfigError, UsageError};
 use crate::id::{CheckoutId, ConnId};
-use crate::slab::Slab;
+use crate::slab::{Slab, UNSTORED};
 use crate::time::{Instant, TimeGuard};
 use crate::timer::Timers;
 
@@ -69,9 +69,12 @@ pub struct Pool<K: PoolKey> {
     host_ids: BTreeMap<K::Host, u64>,
     resolutions: Slab<Resolution<K::Host>>,
     conns: Slab<Conn>,
-    /// Waiting checkouts. A checkout's id is its key here (an answered-at-once checkout gets a
-    /// key no entry will ever have), so cancelling one is a slab lookup.
+    /// Waiting checkouts. A waiting checkout's id is its key here, so answering or cancelling
+    /// one is a slab lookup.
     waiters: Slab<Waiter>,
+    /// How many checkouts were answered without waiting (at once, or refused): their ids are
+    /// this count tagged with [`UNSTORED`], which no waiter key has.
+    answered_unqueued: u64,
     /// Waiters with the default deadline (`now + request_timeout`), oldest first. `now` never
     /// goes backwards, so this list is also in deadline order: it serves as their timer
     /// without touching the shared deadline index (only custom deadlines go there).
@@ -194,6 +197,7 @@ impl<K: PoolKey> Pool<K> {
             resolutions: Slab::default(),
             conns: Slab::default(),
             waiters: Slab::default(),
+            answered_unqueued: 0,
             expiry: List::default(),
             lru: List::default(),
             blocked: VecDeque::new(),
@@ -228,8 +232,7 @@ impl<K: PoolKey> Pool<K> {
         self.time.check(now)?;
         let key_id = self.intern_key(key);
         if let Some(conn) = self.take_idle(now, key_id) {
-            // Answered at once: the checkout needs a name but no entry.
-            let checkout = CheckoutId::from_raw(self.waiters.skip_key());
+            let checkout = self.mint_unqueued();
             self.lease(conn, checkout, FromCache::Immediate);
             return Ok(checkout);
         }
@@ -251,7 +254,7 @@ impl<K: PoolKey> Pool<K> {
             None
         };
         if let Some(error) = refusal {
-            let checkout = CheckoutId::from_raw(self.waiters.skip_key());
+            let checkout = self.mint_unqueued();
             self.outputs
                 .push_back(Output::CheckoutFailed { checkout, error });
             self.gc_key(key_id);
@@ -277,6 +280,12 @@ impl<K: PoolKey> Pool<K> {
         self.total.waiters += 1;
         self.pump(now, key_id);
         Ok(CheckoutId::from_raw(waiter))
+    }
+
+    /// The id of a checkout answered without ever waiting.
+    fn mint_unqueued(&mut self) -> CheckoutId {
+        self.answered_unqueued += 1;
+        CheckoutId::from_raw(UNSTORED | self.answered_unqueued)
     }
 
     /// Withdraws a waiting checkout. It gets no answer; a connection being opened for it stays

@@ -830,6 +830,11 @@ fn checkout_ids_are_never_reused() {
             acquired(&h.drain()),
             [(immediate, conn, FromCache::Immediate)]
         );
+        // Answered already: it cannot be cancelled (and nothing changes).
+        assert_eq!(
+            h.pool.handle_cancel(now, immediate),
+            Err(UsageError::UnknownCheckout(immediate))
+        );
         let queued = h.pool.handle_checkout(now, &key(80), None).unwrap();
         let cancelled = h.pool.handle_checkout(now, &key(80), None).unwrap();
         assert_eq!(h.drain(), [], "both wait for the leased connection");
