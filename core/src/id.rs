@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-/// A name the caller chooses for something it asks for (a checkout, a send).
+/// A name the caller chooses for something it asks for (a reconnecting link's subscriber).
 ///
 /// The core never interprets a token; it only echoes it back. A token must be unique among the
 /// caller's requests that are still pending; reusing one is a [`UsageError::DuplicateToken`].
