@@ -515,9 +515,9 @@ fn poll_in_place<F: Future + Unpin>(fut: &mut F) -> bool {
     std::pin::Pin::new(fut).poll(&mut cx).is_ready()
 }
 
-/// Regression: a waiting checkout's slot key is reused once the core has answered it. A
-/// checkout answered but never polled again, dropped after a later checkout waits under the
-/// same key, must give its connection back to that checkout, not withdraw it.
+/// Regression (from when answer slots were keyed by reused slab keys): a checkout answered but
+/// never polled again, dropped after a later checkout started waiting, must give its connection
+/// back (to that checkout), not withdraw the later one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_an_answered_checkout_leaves_a_later_waiter_alone() {
     bounded(10, async {
