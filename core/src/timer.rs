@@ -81,11 +81,58 @@ impl<K: Ord + Copy> Timers<K> {
     pub fn clear(&mut self) {
         self.set.clear();
     }
+
+    /// Lazy re-arming (see the module docs) of `key`'s one entry, which `armed` records: an
+    /// entry at or before `due` stays, and otherwise (later, or none) the entry moves to `due`.
+    ///
+    /// # Panics
+    /// If `armed` names an entry the index does not hold (the caller's record is corrupt).
+    pub fn rearm_lazily(&mut self, armed: &mut Option<Instant>, due: Instant, key: K) {
+        if armed.is_some_and(|at| at <= due) {
+            return;
+        }
+        self.disarm(armed, key);
+        self.insert(due, key);
+        *armed = Some(due);
+    }
+
+    /// Removes `key`'s one entry, which `armed` records, if it has one.
+    ///
+    /// # Panics
+    /// As [`Timers::rearm_lazily`].
+    pub fn disarm(&mut self, armed: &mut Option<Instant>, key: K) {
+        if let Some(at) = armed.take() {
+            assert!(
+                self.remove(at, key),
+                "armed timer entry missing from the index"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_rearm_moves_only_earlier_and_disarm_removes() {
+        let mut t = Timers::new();
+        let mut armed = None;
+        t.rearm_lazily(&mut armed, Instant::from_secs(5), 1u32);
+        assert_eq!(armed, Some(Instant::from_secs(5)));
+        // Later: the entry stays where it is.
+        t.rearm_lazily(&mut armed, Instant::from_secs(9), 1u32);
+        assert_eq!(armed, Some(Instant::from_secs(5)));
+        assert!(t.contains(Instant::from_secs(5), 1));
+        // Earlier: it moves at once.
+        t.rearm_lazily(&mut armed, Instant::from_secs(2), 1u32);
+        assert_eq!(armed, Some(Instant::from_secs(2)));
+        assert_eq!(t.len(), 1);
+        t.disarm(&mut armed, 1u32);
+        assert_eq!((armed, t.len()), (None, 0));
+        t.disarm(&mut armed, 1u32);
+        assert!(t.is_empty());
+    }
 
     #[test]
     fn pops_in_deadline_then_key_order_and_only_when_due() {

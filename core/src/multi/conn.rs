@@ -56,9 +56,9 @@ pub(crate) struct Codecs {
 pub(crate) struct Cold<S> {
     pub(crate) state: S,
     pub(crate) remote: SocketAddr,
-    /// Where this connection's one entry in the timer index is, `Instant::MAX` if none. It may be
-    /// earlier than the true deadline (lazy re-arm), never later.
-    pub(crate) armed: Instant,
+    /// Where this connection's one entry in the timer index is, if anywhere. It may be earlier
+    /// than the true deadline (lazy re-arm), never later.
+    pub(crate) armed: Option<Instant>,
     pub(crate) connect_timeout: Nanos,
     pub(crate) input_timeout: Nanos,
     pub(crate) codecs: Option<Box<Codecs>>,

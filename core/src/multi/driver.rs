@@ -242,8 +242,8 @@ impl<S> Multi<S> {
                 .get(id.to_raw())
                 .expect("timer entry for a connection that ended");
             let cold = self.colds.get_mut(id.to_raw()).expect("tables in lockstep");
-            assert_eq!(cold.armed, at, "timer entry and connection disagree");
-            cold.armed = Instant::MAX;
+            assert_eq!(cold.armed, Some(at), "timer entry and connection disagree");
+            cold.armed = None;
             match cold.deadline(c) {
                 Some(deadline) if deadline <= now => {
                     let phase = c.phase;
@@ -356,11 +356,8 @@ impl<S> Multi<S> {
         self.conns
             .remove(id.to_raw())
             .expect("ending a connection that is not there");
-        let cold = self.colds.remove(id.to_raw()).expect("tables in lockstep");
-        if cold.armed != Instant::MAX {
-            let removed = self.timers.remove(cold.armed, id);
-            assert!(removed, "armed timer entry missing from the index");
-        }
+        let mut cold = self.colds.remove(id.to_raw()).expect("tables in lockstep");
+        self.timers.disarm(&mut cold.armed, id);
         let state = cold.state;
         self.outputs.push_back(Output::Close { conn: id });
         let event = match how {

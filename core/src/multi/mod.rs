@@ -304,7 +304,7 @@ impl<S> Multi<S> {
         let cold = Cold {
             state,
             remote: options.remote,
-            armed: Instant::MAX,
+            armed: None,
             connect_timeout: Nanos::from_timeout(connect_timeout),
             input_timeout: Nanos::from_timeout(input_timeout),
             codecs: None,
@@ -471,16 +471,8 @@ mod settings;
 /// Arms `id`'s timer entry at its true deadline if that is earlier than where it is armed.
 /// A later deadline leaves the entry alone: it fires early once and re-arms (lazy re-arm).
 fn rearm<S>(timers: &mut Timers<ConnId>, id: ConnId, c: &Conn, cold: &mut Cold<S>) {
-    let Some(want) = cold.deadline(c) else {
-        return;
-    };
-    if want < cold.armed {
-        if cold.armed != Instant::MAX {
-            let removed = timers.remove(cold.armed, id);
-            assert!(removed, "armed timer entry missing from the index");
-        }
-        timers.insert(want, id);
-        cold.armed = want;
+    if let Some(due) = cold.deadline(c) {
+        timers.rearm_lazily(&mut cold.armed, due, id);
     }
 }
 

@@ -93,16 +93,9 @@ impl<K: PoolKey> Pool<K> {
         let Some(deadline) = self.conn_deadline(c) else {
             return;
         };
-        match c.armed {
-            Some(at) if at <= deadline => {}
-            old => {
-                if let Some(at) = old {
-                    self.timers.remove(at, Timer::Conn(id));
-                }
-                self.timers.insert(deadline, Timer::Conn(id));
-                self.conns.get_mut(id).expect("live conn").armed = Some(deadline);
-            }
-        }
+        let c = self.conns.get_mut(id).expect("live conn");
+        self.timers
+            .rearm_lazily(&mut c.armed, deadline, Timer::Conn(id));
     }
 
     pub(super) fn conn_timer_fired(&mut self, now: Instant, id: u64) {
@@ -355,12 +348,10 @@ impl<K: PoolKey> Pool<K> {
     /// Closes a connection: unlinks it, disarms its timer, updates gauges, and tells the driver
     /// (`reason` is `None` for a connection that never had a socket).
     pub(super) fn close_conn(&mut self, id: u64, reason: Option<CloseReason>) {
-        let c = self
+        let mut c = self
             .set_conn_state(id, None)
             .expect("closing removes the conn");
-        if let Some(at) = c.armed {
-            self.timers.remove(at, Timer::Conn(id));
-        }
+        self.timers.disarm(&mut c.armed, Timer::Conn(id));
         if let Some(reason) = reason {
             self.outputs.push_back(Output::Close {
                 conn: ConnId::from_raw(id),

@@ -122,21 +122,17 @@ impl Prefork {
         let Some(due) = self.deadline(w) else {
             return;
         };
-        match w.armed {
-            Some(at) if at <= due => {}
-            armed => {
-                if let Some(at) = armed {
-                    self.timers.remove(at, TimerKey::Worker(id));
-                }
-                self.timers.insert(due, TimerKey::Worker(id));
-                self.worker_mut(id).armed = Some(due);
-            }
-        }
+        let w = self
+            .workers
+            .get_mut(id.to_raw())
+            .expect("internal: worker id must be live");
+        self.timers
+            .rearm_lazily(&mut w.armed, due, TimerKey::Worker(id));
     }
 
     /// Forgets an exited (or never spawned) worker.
     pub(super) fn remove(&mut self, id: WorkerId) {
-        let w = self
+        let mut w = self
             .workers
             .remove(id.to_raw())
             .expect("internal: worker id must be live");
@@ -147,9 +143,7 @@ impl Prefork {
                 "internal: idle index lost a worker"
             );
         }
-        if let Some(at) = w.armed {
-            self.timers.remove(at, TimerKey::Worker(id));
-        }
+        self.timers.disarm(&mut w.armed, TimerKey::Worker(id));
     }
 
     /// A worker's timer entry fired.
