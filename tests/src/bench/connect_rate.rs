@@ -4,7 +4,7 @@
 //!
 //! The server answers one byte and closes first, and the client reads that EOF before it
 //! drops the socket, so `TIME_WAIT` lands on the server side and the client's ephemeral ports
-//! do not run out. Both sides set `TCP_NODELAY`. Figures are medians of [`REPS`] runs.
+//! do not run out. Both sides set `TCP_NODELAY`. Figures are medians of `REPS` runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,7 +8,7 @@
 //! The peers' health checks are no-ops (deadpool `recycle` returns `Ok`, bb8 runs no
 //! `test_on_check_out`), which is their cheapest setting; moor keeps its health check
 //! (a readiness-gated probe on checkin and an idle watch), so the comparison is not in moor's
-//! favour. Each figure is the median of [`REPS`] runs, the three pools interleaved.
+//! favour. Each figure is the median of `REPS` runs, the three pools interleaved.
 
 use std::io;
 use std::net::SocketAddr;
