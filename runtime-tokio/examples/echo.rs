@@ -55,7 +55,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let target = target.clone();
         tokio::spawn(async move { pool.get(&target).await.map(|c| c.from_cache()) })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Let the waiter queue (bounded: it is a local task, it queues within a few polls).
+    for _ in 0..1000 {
+        if pool.stats().total.waiters == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     drop(held);
     println!("{:?}: handed over on release", waiter.await??);
 
