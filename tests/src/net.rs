@@ -54,6 +54,8 @@ pub enum Behavior {
     /// Reads one byte, writes one byte back, and closes first (for connect-rate benchmarks:
     /// the server's close leaves `TIME_WAIT` on the server side, not on the client's ports).
     OneShot,
+    /// Reads and discards everything and never writes: a peer that never answers.
+    Silent,
 }
 
 /// Connection counts a server keeps.
@@ -159,6 +161,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavi
         if let Ok(1..) = s.read(&mut buf[..1]).await {
             let _ = s.write_all(&buf[..1]).await;
         }
+        return;
+    }
+    if behavior == Behavior::Silent {
+        while let Ok(1..) = s.read(&mut buf).await {}
         return;
     }
     let quiet = match behavior {

@@ -384,6 +384,71 @@ async fn tls_with_a_trusted_certificate_works_and_an_untrusted_one_fails_clearly
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_peer_that_never_answers_the_handshake_times_out_and_leaks_nothing() {
+    bounded(10, async {
+        // The TCP connect succeeds; the ClientHello is read and never answered.
+        let server = Server::start(Behavior::Silent);
+        let t = Target::new("tls", "127.0.0.1", server.addr.port());
+        let connect_timeout = Duration::from_millis(300);
+        let pool = Pool::builder()
+            .connect_timeout(connect_timeout)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let err = pool
+            .get_timeout(&t, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            err.kind(),
+            CheckoutError::Connect(ConnectError::TimedOut),
+            "{err}"
+        );
+        assert!(
+            took >= connect_timeout && took < connect_timeout + Duration::from_millis(700),
+            "{took:?}"
+        );
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.waiters), (0, 0));
+        assert_eq!(s.counters.connect_failures, 1);
+        // The abandoned handshake's socket is closed, so the server sees its end.
+        eventually(5, "the server to see the socket closed", || {
+            server.live() == 0
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_instead_of_a_tls_handshake_is_a_clear_handshake_error() {
+    bounded(10, async {
+        // A plain echo server answers the ClientHello with the ClientHello: not a ServerHello.
+        let server = Server::start(Behavior::Echo);
+        let tls = Target::new("tls", "127.0.0.1", server.addr.port());
+        let pool = Pool::builder().build().unwrap();
+        let err = pool.get(&tls).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            CheckoutError::Connect(ConnectError::Handshake),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("handshake"),
+            "unclear error: {err}"
+        );
+        assert!(err.io_error().is_some(), "no cause attached: {err}");
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.counters.connect_failures), (0, 1));
+        // The pool is still fine for a target that speaks the right protocol.
+        let mut c = pool.get(&target(&server)).await.unwrap();
+        exchange(&mut c, b"plain").await.unwrap();
+    })
+    .await;
+}
+
 /// A tiny seeded generator, so the cancellation test is the same run every time.
 struct XorShift(u64);
 
