@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use moor_tests::net::{Behavior, Blackhole, Server, exchange, tls_pair};
-use moor_tokio::{CheckoutError, ConnectError, FromCache, Pool, Target};
+use moor_tokio::{BuildError, CheckoutError, ConnectError, FromCache, Pool, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs a test body with a hard time bound.
@@ -607,4 +607,50 @@ async fn dropping_an_answered_checkout_leaves_a_later_waiter_alone() {
         pool.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_closes_idle_connections_and_a_leased_one_on_its_return() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        let mut held = pool.get(&t).await.unwrap();
+        drop(pool.get(&t).await.unwrap()); // a second connection, now idle
+        eventually(5, "two connections at the server", || server.live() == 2).await;
+        drop(pool);
+        // The idle one closes at once; the leased one still works for its holder.
+        eventually(5, "the idle connection to close", || server.live() == 1).await;
+        exchange(&mut held, b"still mine").await.unwrap();
+        drop(held);
+        eventually(5, "the returned connection to close", || server.live() == 0).await;
+        // The pool's driver and connect tasks are gone (and so are the server's per-connection
+        // tasks): the runtime is back to what it ran before the pool.
+        eventually(5, "the pool's tasks to end", || tasks() == before).await;
+    })
+    .await;
+}
+
+#[test]
+fn build_errors_are_clear_and_need_no_runtime_to_report() {
+    // Outside a runtime: a clear error, not a panic.
+    let err = Pool::builder().build().unwrap_err();
+    assert_eq!(err, BuildError::NoRuntime);
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+    // A limit the core refuses.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let err = Pool::builder().max_per_key(0).build().unwrap_err();
+        assert!(matches!(err, BuildError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("max_per_key"), "{err}");
+    });
 }
