@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moor_tokio::{Pool, Target};
@@ -31,15 +32,21 @@ enum Command {
     /// Pooled vs fresh connections against a loopback server started on the spot.
     Demo {
         /// Exchanges to run each way.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, value_parser = at_least_one(100_000_000))]
         exchanges: usize,
-        /// Concurrent client tasks.
-        #[arg(long, default_value_t = 8)]
+        /// Concurrent client tasks (each holds at most one connection at a time).
+        #[arg(long, default_value_t = 8, value_parser = at_least_one(1_000))]
         tasks: usize,
         /// Pool size (connections per host).
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = at_least_one(1_000))]
         pool_size: usize,
     },
+}
+
+/// A count from 1 to `max`: zero would make an empty or stalled run, and the bound keeps the
+/// demo within one process's file descriptors.
+fn at_least_one(max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..=max)
 }
 
 fn main() -> ExitCode {
@@ -56,7 +63,7 @@ fn main() -> ExitCode {
             exchanges,
             tasks,
             pool_size,
-        } => rt.block_on(demo(exchanges, tasks.max(1), pool_size.max(1))),
+        } => rt.block_on(demo(exchanges, tasks, pool_size)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +107,12 @@ async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> std::io
     s.write_all(&msg).await?;
     let mut back = [0u8; 16];
     s.read_exact(&mut back).await?;
+    if back != msg {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the server's answer is not the echo of the request",
+        ));
+    }
     Ok(())
 }
 

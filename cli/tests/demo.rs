@@ -1,0 +1,72 @@
+//! The `moor` binary as a user runs it: a small demo with piped output, and bad arguments.
+
+use std::process::{Command, Output};
+
+fn moor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moor"))
+        .args(args)
+        .output()
+        .expect("the moor binary runs")
+}
+
+#[test]
+fn a_small_demo_reports_both_rates_and_the_pool_stats_without_a_progress_bar_when_piped() {
+    let out = moor(&[
+        "demo",
+        "--exchanges",
+        "300",
+        "--tasks",
+        "3",
+        "--pool-size",
+        "2",
+    ]);
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 report");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "moor demo: 300 ",
+        "pooled: ",
+        "fresh connection each: ",
+        "speedup: ",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // Piped output is the report only: no bar redraws, no escape sequences.
+    assert!(
+        !stdout.contains('\r') && !stdout.contains('\x1b'),
+        "{stdout:?}"
+    );
+    // 300 exchanges through a pool of 2: at most 2 connects, every other checkout a hit.
+    let stats = stdout
+        .lines()
+        .find(|l| l.starts_with("pool: "))
+        .expect("a stats line");
+    let numbers: Vec<usize> = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [hits, immediate, deferred, fresh, open, idle] = numbers[..] else {
+        panic!("unexpected stats line: {stats}");
+    };
+    assert_eq!(hits, immediate + deferred, "{stats}");
+    assert!((1..=2).contains(&fresh), "{stats}");
+    assert_eq!(hits + fresh, 300, "{stats}");
+    assert!(open <= 2 && idle == open, "{stats}");
+}
+
+#[test]
+fn zero_or_oversized_counts_are_refused_with_a_usage_error() {
+    for (flag, value) in [
+        ("--exchanges", "0"),
+        ("--tasks", "0"),
+        ("--pool-size", "5000"),
+    ] {
+        let out = moor(&["demo", flag, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
