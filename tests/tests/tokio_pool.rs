@@ -654,3 +654,37 @@ fn build_errors_are_clear_and_need_no_runtime_to_report() {
         assert!(err.to_string().contains("max_per_key"), "{err}");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_reach_the_socket() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        // Defaults: nodelay on, keepalive off, no linger.
+        let pool = Pool::builder().build().unwrap();
+        let c = pool.get(&t).await.unwrap();
+        let s = socket2::SockRef::from(c.tcp());
+        assert!(s.tcp_nodelay().unwrap());
+        assert!(!s.keepalive().unwrap());
+        assert_eq!(s.linger().unwrap(), None);
+        drop(c);
+        // Every option set; 127.0.0.2 is loopback too.
+        let bind: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let pool = Pool::builder()
+            .bind_address(bind)
+            .nodelay(false)
+            .keepalive(Some(Duration::from_secs(30)))
+            .linger(Some(Duration::ZERO))
+            .build()
+            .unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.local_addr().unwrap().ip(), bind);
+        let s = socket2::SockRef::from(c.tcp());
+        assert!(!s.tcp_nodelay().unwrap());
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+        assert_eq!(s.linger().unwrap(), Some(Duration::ZERO));
+        exchange(&mut c, b"bound").await.unwrap();
+    })
+    .await;
+}
