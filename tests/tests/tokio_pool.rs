@@ -688,3 +688,43 @@ async fn socket_options_reach_the_socket() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_closes_at_its_idle_timeout_and_a_full_queue_refuses_at_once() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        let idle_timeout = Duration::from_millis(200);
+        let pool = Pool::builder()
+            .idle_timeout(idle_timeout)
+            .max_per_key(1)
+            .max_waiters(1)
+            .build()
+            .unwrap();
+        let held = pool.get(&t).await.unwrap();
+        let mut waiter = pool.get(&t);
+        assert!(!poll_in_place(&mut waiter), "the second checkout waits");
+        let started = Instant::now();
+        let err = pool.get(&t).await.unwrap_err();
+        assert_eq!(err.kind(), CheckoutError::QueueFull, "{err}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        drop(waiter);
+        // Idle from its return (read before it, so `took` can only overstate the idle time):
+        // the driver's timer closes it at idle_timeout, not before.
+        let idle_since = Instant::now();
+        drop(held);
+        eventually(5, "the idle connection to close", || {
+            pool.stats().total.open == 0
+        })
+        .await;
+        let took = idle_since.elapsed();
+        assert!(
+            took >= idle_timeout && took < idle_timeout + Duration::from_millis(300),
+            "{took:?}"
+        );
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+        let c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+    })
+    .await;
+}
