@@ -728,3 +728,23 @@ async fn an_idle_connection_closes_at_its_idle_timeout_and_a_full_queue_refuses_
     })
     .await;
 }
+
+/// A compile-time check: the handles can be moved into spawned tasks and shared across threads.
+#[test]
+fn the_public_types_cross_tasks_and_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Pool>();
+    send_sync::<Target>();
+    send_sync::<moor_tokio::Pooled>();
+    send_sync::<moor_tokio::Error>();
+    send_sync::<BuildError>();
+    fn send<T: Send>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let pool = Pool::builder().build().unwrap();
+    let t = Target::new("tcp", "127.0.0.1", 9);
+    send(&pool.get(&t));
+}
