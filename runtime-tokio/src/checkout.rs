@@ -205,6 +205,15 @@ impl Pooled {
         self.discard = true;
     }
 
+    /// Takes the stream out of the pool for good, for a protocol upgrade or a hand-over to
+    /// code that owns its connections. The pool forgets it at once (its place is free for the
+    /// next checkout); closing it is now the caller's business.
+    pub fn detach(mut self) -> Stream {
+        let stream = self.stream.take().expect("present until drop");
+        self.inner.forget(self.conn);
+        stream
+    }
+
     /// Marks the connection as not reusable; it is closed when the guard drops.
     pub fn mark_broken(&mut self) {
         self.discard = true;

@@ -421,35 +421,42 @@ impl Inner {
     /// dropped after its answer arrived.
     pub(crate) fn checkin(self: &Arc<Self>, conn: ConnId, mut stream: Stream, discard: bool) {
         // The probe touches only this stream: do it before taking the lock.
-        let reusable = !discard && stream.probe();
+        if discard || !stream.probe() {
+            self.forget(conn);
+            // Closing a socket is a system call or two: outside the lock.
+            drop(stream);
+            return;
+        }
         let (mut st, now) = self.lock();
-        let closing = if reusable {
-            let slot = st
-                .conns
-                .get_mut(&conn)
-                .expect("a lease's connection is open");
-            let Slot::Leased { waker } = std::mem::replace(
-                slot,
-                Slot::Leased {
-                    waker: Waker::noop().clone(),
-                },
-            ) else {
-                unreachable!("a lease's connection is leased");
-            };
-            *slot = Slot::Parked { stream, waker };
-            None
-        } else {
-            st.conns.remove(&conn);
-            Some(stream)
+        let slot = st
+            .conns
+            .get_mut(&conn)
+            .expect("a lease's connection is open");
+        let Slot::Leased { waker } = std::mem::replace(
+            slot,
+            Slot::Leased {
+                waker: Waker::noop().clone(),
+            },
+        ) else {
+            unreachable!("a lease's connection is leased");
         };
+        *slot = Slot::Parked { stream, waker };
         st.core
-            .handle_checkin(now, conn, reusable)
+            .handle_checkin(now, conn, true)
             .expect("a lease's connection is leased");
         self.pump(&mut st, None, None);
         self.settle(&mut st, now, conn);
-        drop(st);
-        // Closing a socket is a system call or two: outside the lock.
-        drop(closing);
+    }
+
+    /// A leased connection leaves the pool for good (discarded, unhealthy, or detached by its
+    /// holder, who keeps the stream): the core closes it in its books and frees its place.
+    pub(crate) fn forget(self: &Arc<Self>, conn: ConnId) {
+        let (mut st, now) = self.lock();
+        st.conns.remove(&conn);
+        st.core
+            .handle_checkin(now, conn, false)
+            .expect("a lease's connection is leased");
+        self.pump(&mut st, None, None);
     }
 
     fn resolved(

@@ -748,3 +748,37 @@ fn the_public_types_cross_tasks_and_threads() {
     let t = Target::new("tcp", "127.0.0.1", 9);
     send(&pool.get(&t));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_stream_leaves_the_pool_and_stays_open_for_its_new_owner() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        let pool = Pool::builder().max_per_key(1).build().unwrap();
+        let held = pool.get(&t).await.unwrap();
+        let id = held.conn_id();
+        let mut waiter = pool.get(&t);
+        assert!(
+            !poll_in_place(&mut waiter),
+            "the second checkout waits for the one place"
+        );
+        let mut stream = held.detach();
+        // The place is free at once: the waiter gets a new connection, not the detached one.
+        let c = waiter.await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        assert_ne!(c.conn_id(), id);
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle, s.total.leased), (1, 1, 0));
+        // The detached stream is the caller's, still open, and the pool's shutdown leaves it be.
+        pool.shutdown().await;
+        eventually(5, "the pool's own connection to close", || {
+            server.live() == 1
+        })
+        .await;
+        exchange(&mut stream, b"mine now").await.unwrap();
+        drop(stream);
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+    })
+    .await;
+}
