@@ -32,6 +32,9 @@ pub(crate) struct Lease {
 ///
 /// It borrows the pool and the target (as `Semaphore::acquire` does), so a checkout costs no
 /// reference-count traffic; the [`Pooled`] guard it yields owns a handle and is `'static`.
+///
+/// # Panics
+/// If polled again after it completed (as most futures do; `.await` never does that).
 #[must_use = "a checkout does nothing unless awaited"]
 pub struct Checkout<'a> {
     inner: &'a Arc<Inner>,
