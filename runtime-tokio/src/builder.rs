@@ -147,7 +147,8 @@ impl Builder {
         self
     }
 
-    /// Builds the pool and starts its driver task on the current tokio runtime.
+    /// Builds the pool and starts its driver task on the current tokio runtime (the pool shuts
+    /// down if that runtime does; see [`Pool`]).
     ///
     /// # Errors
     /// [`BuildError::Config`] if the core refuses the limits, [`BuildError::NoRuntime`] outside

@@ -101,7 +101,8 @@ impl Future for Checkout<'_> {
                     Ok(checkout) => checkout,
                     Err(UsageError::ShutDown) => {
                         drop(st);
-                        return Poll::Ready(Err(Error::new(CheckoutError::Shutdown, None)));
+                        let cause = inner.shutdown_cause();
+                        return Poll::Ready(Err(Error::new(CheckoutError::Shutdown, cause)));
                     }
                     Err(e) => unreachable!("the clock is monotonic under the lock: {e}"),
                 };

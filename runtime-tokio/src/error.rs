@@ -26,7 +26,8 @@ impl Error {
         self.kind
     }
 
-    /// The I/O (or TLS) error behind a connect or resolve failure, if any.
+    /// The I/O (or TLS) error behind a connect or resolve failure, or the reason for a
+    /// shutdown the caller did not ask for, if any.
     pub fn io_error(&self) -> Option<&io::Error> {
         self.source.as_deref()
     }
@@ -44,7 +45,8 @@ impl Error {
         self.kind == CheckoutError::Connect(ConnectError::Refused)
     }
 
-    /// Whether the pool is shutting down.
+    /// Whether the pool is shutting down: [`Pool::shutdown`](crate::Pool::shutdown), the last
+    /// handle dropped, or the pool's runtime shut down ([`Error::io_error`] then says so).
     pub fn is_shutdown(&self) -> bool {
         self.kind == CheckoutError::Shutdown
     }

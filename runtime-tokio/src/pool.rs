@@ -16,7 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Wake, Waker};
 use std::time::Duration;
 
@@ -35,6 +35,12 @@ use crate::target::Target;
 /// A keep-alive connection pool on tokio. Cheap to clone; every clone is the same pool.
 ///
 /// Dropping the last clone shuts the pool down (as [`Pool::shutdown`] does, without waiting).
+///
+/// A pool runs its connects and timers on the runtime it was built on, and can be used from
+/// any runtime while that one lives. If that runtime shuts down first, the pool shuts down with
+/// it: waiting checkouts fail, and new ones fail at once, with a shutdown error that says so
+/// (where a static pool shared by `#[tokio::test]`s, each with its own runtime, would
+/// otherwise wait forever). Build one pool per runtime.
 #[derive(Clone)]
 pub struct Pool {
     handle: Arc<Handle>,
@@ -142,6 +148,9 @@ pub(crate) struct Inner {
     woken: Mutex<Vec<ConnId>>,
     woken_any: AtomicBool,
     drained: watch::Sender<bool>,
+    /// Set when the runtime the pool was built on shut down under it: the reason attached to
+    /// every shutdown error from then on.
+    orphaned: OnceLock<Arc<io::Error>>,
 }
 
 /// Wakes the driver when an idle connection's socket becomes readable (data, EOF, error).
@@ -193,6 +202,7 @@ impl Pool {
             woken: Mutex::new(Vec::new()),
             woken_any: AtomicBool::new(false),
             drained: watch::Sender::new(false),
+            orphaned: OnceLock::new(),
         });
         rt.spawn(drive(inner.clone()));
         Ok(Pool {
@@ -287,6 +297,11 @@ impl Inner {
         }
     }
 
+    /// Why the pool shut down, when it was not asked to: its runtime went away.
+    pub(crate) fn shutdown_cause(&self) -> Option<Arc<io::Error>> {
+        self.orphaned.get().cloned()
+    }
+
     fn begin_shutdown(self: &Arc<Self>) {
         let (mut st, now) = self.lock();
         // Only TimeWentBackwards can come back, and `now` never goes backwards.
@@ -359,6 +374,7 @@ impl Inner {
                 Output::CheckoutFailed { checkout, error } => {
                     let detail = match error {
                         CheckoutError::Connect(_) | CheckoutError::Resolve(_) => cause.cloned(),
+                        CheckoutError::Shutdown => self.shutdown_cause(),
                         _ => None,
                     };
                     let err = Error::new(error, detail);
@@ -524,6 +540,11 @@ fn deliver(st: &mut State, checkout: CheckoutId, result: Answer) {
 /// The driver task: fires the core's timers, handles idle-socket wake-ups, and sleeps until
 /// the next deadline or a notification. Ends when the pool has drained.
 async fn drive(inner: Arc<Inner>) {
+    let mut driver = Driver {
+        inner,
+        finished: false,
+    };
+    let inner = &driver.inner;
     loop {
         let deadline = {
             let (mut st, now) = inner.lock();
@@ -531,7 +552,7 @@ async fn drive(inner: Arc<Inner>) {
             st.core.handle_timeout(now);
             inner.pump(&mut st, None, None);
             if st.drained {
-                return;
+                break;
             }
             st.driver_deadline = st.core.poll_timeout();
             st.driver_deadline
@@ -546,5 +567,28 @@ async fn drive(inner: Arc<Inner>) {
             }
             None => inner.driver.notified().await,
         }
+    }
+    driver.finished = true;
+}
+
+/// Owns the driver's handle on the pool. Dropped before the driver finished, the runtime it
+/// ran on has shut down (nothing else drops it): with no driver no deadline would ever fire and
+/// no connect task would ever run, so the pool shuts down and says why, instead of letting
+/// checkouts from another runtime wait forever.
+struct Driver {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Unwinding from a panic under the lock: the state is poisoned, leave it.
+        if self.finished || std::thread::panicking() {
+            return;
+        }
+        let _ = self.inner.orphaned.set(Arc::new(io::Error::other(
+            "the tokio runtime the pool was built on has shut down",
+        )));
+        self.inner.begin_shutdown();
     }
 }

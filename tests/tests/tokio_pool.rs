@@ -782,3 +782,58 @@ async fn a_detached_stream_leaves_the_pool_and_stays_open_for_its_new_owner() {
     })
     .await;
 }
+
+#[test]
+fn a_pool_whose_runtime_shuts_down_fails_checkouts_clearly_instead_of_hanging() {
+    let runtime = |workers| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // The server, the pool, and the pool's users each on their own runtime.
+    let (servers, home, other) = (runtime(1), runtime(1), runtime(1));
+    let server = servers.block_on(async { Server::start(Behavior::Echo) });
+    let t = target(&server);
+    let (pool, held) = home.block_on(async {
+        let pool = Pool::builder().max_per_key(1).build().unwrap();
+        let held = pool.get(&t).await.unwrap();
+        (pool, held)
+    });
+    let waiter = other.spawn({
+        let (pool, t) = (pool.clone(), t.clone());
+        async move { pool.get(&t).await.map(|c| c.conn_id()) }
+    });
+    let end = Instant::now() + Duration::from_secs(5);
+    while pool.stats().total.waiters == 0 {
+        assert!(Instant::now() < end, "the waiter never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    drop(home);
+
+    let expect_clear = |e: moor_tokio::Error| {
+        assert!(e.is_shutdown(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("runtime the pool was built on has shut down"),
+            "{e}"
+        );
+    };
+    other.block_on(async {
+        bounded(5, async {
+            // The queued checkout is answered, not left to wait for a driver that is gone …
+            expect_clear(waiter.await.unwrap().unwrap_err());
+            // … and a new one is refused at once instead of spawning a connect that never runs.
+            expect_clear(pool.get(&t).await.unwrap_err());
+            assert_eq!(pool.stats().total.connecting, 0);
+            // The leased connection closes on its return, and then the pool has drained.
+            drop(held);
+            pool.shutdown().await;
+            let s = pool.stats();
+            assert_eq!((s.total.open, s.total.waiters), (0, 0), "{s:?}");
+        })
+        .await;
+    });
+}
