@@ -28,6 +28,12 @@
 //! While a connection is idle, its socket's readiness is watched through tokio's reactor (a
 //! waker per connection, no task, no extra system call); data or a close from the peer gets it
 //! dropped at once.
+//!
+//! Logs: the pool emits [`tracing`](https://docs.rs/tracing) events under the target
+//! `moor_tokio::pool`: at DEBUG each resolution, connect attempt (with its address), connect
+//! or resolve failure (with the OS or TLS error), close (with the core's reason, such as
+//! `IdleTimeout`, `Evicted` or `PeerClosed`) and failed checkout; a WARN if the runtime the pool
+//! was built on shuts down under it. The cache-hit path emits nothing.
 
 mod builder;
 mod checkout;

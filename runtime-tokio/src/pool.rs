@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Wake, Waker};
 use std::time::Duration;
 
-use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, Stats};
+use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, PoolState, Stats};
 use moor_core::{CheckoutId, ConfigError, ConnId, Instant};
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
+use tracing::{debug, warn};
 
 use crate::builder::{Builder, NetOptions};
 use crate::checkout::{Checkout, Lease};
@@ -304,6 +305,9 @@ impl Inner {
 
     fn begin_shutdown(self: &Arc<Self>) {
         let (mut st, now) = self.lock();
+        if st.core.state() == PoolState::Running {
+            debug!("shutting down");
+        }
         // Only TimeWentBackwards can come back, and `now` never goes backwards.
         let _ = st.core.handle_shutdown(now);
         self.pump(&mut st, None, None);
@@ -324,6 +328,7 @@ impl Inner {
         while let Some(output) = st.core.poll_output() {
             match output {
                 Output::Resolve { host } => {
+                    debug!(%host, "resolving");
                     let inner = self.clone();
                     self.rt.spawn(async move {
                         let result = connect::resolve(&host).await;
@@ -331,6 +336,7 @@ impl Inner {
                     });
                 }
                 Output::Connect { conn, key, addr } => {
+                    debug!(conn = conn.to_raw(), target = %key, %addr, "connecting");
                     let inner = self.clone();
                     let task = self.rt.spawn(async move {
                         let result = connect::open(&inner.net, &key, addr).await;
@@ -338,11 +344,14 @@ impl Inner {
                     });
                     st.conns.insert(conn, Slot::Connecting(task.abort_handle()));
                 }
-                Output::Close { conn, .. } => match st.conns.remove(&conn) {
-                    Some(Slot::Connecting(task)) => task.abort(),
-                    // Dropping the stream closes the socket.
-                    Some(Slot::Parked { .. } | Slot::Leased { .. }) | None => {}
-                },
+                Output::Close { conn, reason } => {
+                    debug!(conn = conn.to_raw(), ?reason, "closing");
+                    match st.conns.remove(&conn) {
+                        Some(Slot::Connecting(task)) => task.abort(),
+                        // Dropping the stream closes the socket.
+                        Some(Slot::Parked { .. } | Slot::Leased { .. }) | None => {}
+                    }
+                }
                 Output::Acquired {
                     checkout,
                     conn,
@@ -378,6 +387,7 @@ impl Inner {
                         _ => None,
                     };
                     let err = Error::new(error, detail);
+                    debug!(checkout = checkout.to_raw(), error = %err, "checkout failed");
                     if Some(checkout) == mine {
                         answer = Some(Err(err));
                     } else {
@@ -385,6 +395,7 @@ impl Inner {
                     }
                 }
                 Output::Drained => {
+                    debug!("drained");
                     st.drained = true;
                     self.drained.send_replace(true);
                     self.driver.notify_one();
@@ -438,6 +449,12 @@ impl Inner {
     pub(crate) fn checkin(self: &Arc<Self>, conn: ConnId, mut stream: Stream, discard: bool) {
         // The probe touches only this stream: do it before taking the lock.
         if discard || !stream.probe() {
+            if !discard {
+                debug!(
+                    conn = conn.to_raw(),
+                    "returned with unread data, EOF or an error: not reusable"
+                );
+            }
             self.forget(conn);
             // Closing a socket is a system call or two: outside the lock.
             drop(stream);
@@ -482,11 +499,17 @@ impl Inner {
     ) {
         let (mut st, now) = self.lock();
         let (answer, cause) = match result {
-            Ok(ips) => (st.core.handle_resolved(now, host, Ok(&ips)), None),
-            Err((kind, e)) => (
-                st.core.handle_resolved(now, host, Err(kind)),
-                Some(connect::shared(e)),
-            ),
+            Ok(ips) => {
+                debug!(%host, addrs = ?ips, "resolved");
+                (st.core.handle_resolved(now, host, Ok(&ips)), None)
+            }
+            Err((kind, e)) => {
+                debug!(%host, error = %e, "resolve failed");
+                (
+                    st.core.handle_resolved(now, host, Err(kind)),
+                    Some(connect::shared(e)),
+                )
+            }
         };
         // An error means the resolution timed out or the pool shut down: the answer is late.
         if answer.is_ok() {
@@ -506,6 +529,7 @@ impl Inner {
         }
         match result {
             Ok(stream) => {
+                debug!(conn = conn.to_raw(), "connected");
                 let waker = Waker::from(Arc::new(IdleWaker {
                     conn,
                     inner: Arc::downgrade(self),
@@ -518,6 +542,7 @@ impl Inner {
                 self.settle(&mut st, now, conn);
             }
             Err((kind, e)) => {
+                debug!(conn = conn.to_raw(), error = %e, "connect failed");
                 st.conns.remove(&conn);
                 st.core
                     .handle_connect_failed(now, conn, kind)
@@ -586,6 +611,7 @@ impl Drop for Driver {
         if self.finished || std::thread::panicking() {
             return;
         }
+        warn!("the tokio runtime the pool was built on has shut down: shutting the pool down");
         let _ = self.inner.orphaned.set(Arc::new(io::Error::other(
             "the tokio runtime the pool was built on has shut down",
         )));

@@ -1,0 +1,111 @@
+//! The tokio adapter's `tracing` events: a connection's life (resolve, connect, close and why)
+//! and every failure can be followed in the logs. The subscriber is process-wide, so this file
+//! holds one test.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moor_tests::net::{Behavior, Server, exchange};
+use moor_tokio::{Pool, Target};
+use tokio::io::AsyncWriteExt;
+
+/// Where the subscriber writes: one shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    /// Takes the lines written so far.
+    fn take(&self) -> Vec<String> {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Asserts that some line has every one of `parts`.
+fn has_line(lines: &[String], parts: &[&str]) {
+    assert!(
+        lines.iter().any(|l| parts.iter().all(|p| l.contains(p))),
+        "no line with all of {parts:?} in:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn a_connections_life_and_every_failure_are_traced() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let pool = Pool::builder().build().unwrap();
+
+            // A refused connect: the attempt and its error.
+            let port = moor_tests::net::listener()
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let refused = Target::new("tcp", "127.0.0.1", port);
+            let err = pool.get(&refused).await.unwrap_err();
+            assert!(err.is_refused(), "{err}");
+            let lines = capture.take();
+            let addr = format!("addr=127.0.0.1:{port}");
+            has_line(&lines, &["DEBUG", "connecting", "conn=", &addr]);
+            has_line(&lines, &["connect failed", "refused"]);
+            has_line(&lines, &["checkout failed", "refused"]);
+
+            // A connection opened, used, then returned with unread data: closed, and why.
+            let server = Server::start(Behavior::Echo);
+            let t = Target::new("tcp", "localhost", server.addr.port());
+            let mut c = pool.get(&t).await.unwrap();
+            let conn = format!("conn={}", c.conn_id().to_raw());
+            exchange(&mut c, b"hello").await.unwrap();
+            c.write_all(b"unread").await.unwrap();
+            let mut first = [0u8; 1];
+            assert_eq!(c.tcp().peek(&mut first).await.unwrap(), 1);
+            drop(c);
+            let lines = capture.take();
+            has_line(&lines, &["resolving", "host=localhost"]);
+            has_line(&lines, &["resolved", "host=localhost", "127.0.0.1"]);
+            has_line(&lines, &["connected", &conn]);
+            has_line(&lines, &["unread data", &conn]);
+            has_line(&lines, &["closing", &conn, "reason=Discarded"]);
+
+            // Shutdown: idle connections close with their reason, then the pool drains.
+            drop(pool.get(&t).await.unwrap());
+            pool.shutdown().await;
+            let lines = capture.take();
+            has_line(&lines, &["shutting down"]);
+            has_line(&lines, &["closing", "reason=Shutdown"]);
+            has_line(&lines, &["drained"]);
+        })
+        .await
+        .expect("test exceeded its time bound");
+    });
+}
