@@ -837,3 +837,56 @@ fn a_pool_whose_runtime_shuts_down_fails_checkouts_clearly_instead_of_hanging() 
         .await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_durations_neither_overflow_nor_hang() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        // Every timeout at Duration::MAX: deadlines saturate instead of overflowing.
+        let pool = Pool::builder()
+            .max_per_key(1)
+            .request_timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX)
+            .connect_timeout(Duration::MAX)
+            .max_lifetime(Some(Duration::MAX))
+            .build()
+            .unwrap();
+        let held = pool.get_timeout(&t, Duration::MAX).await.unwrap();
+        let (p, t2) = (pool.clone(), t.clone());
+        let waiter = tokio::spawn(async move {
+            p.get_timeout(&t2, Duration::MAX)
+                .await
+                .map(|c| c.from_cache())
+        });
+        eventually(5, "the waiter to queue", || pool.stats().total.waiters == 1).await;
+        // A zero timeout fails at once when it would have to wait …
+        let err = pool.get_timeout(&t, Duration::ZERO).await.unwrap_err();
+        assert_eq!(err.kind(), CheckoutError::TimedOut, "{err}");
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), FromCache::Deferred);
+        // … and is served when an idle connection is there.
+        let c = pool.get_timeout(&t, Duration::ZERO).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        drop(c);
+        pool.shutdown().await;
+        assert_eq!(pool.stats().total.open, 0);
+        // Zero for a timeout the pool needs is refused when building, naming the option.
+        for (builder, field) in [
+            (
+                Pool::builder().request_timeout(Duration::ZERO),
+                "request_timeout",
+            ),
+            (Pool::builder().idle_timeout(Duration::ZERO), "idle_timeout"),
+            (
+                Pool::builder().connect_timeout(Duration::ZERO),
+                "connect_timeout",
+            ),
+        ] {
+            let err = builder.build().unwrap_err();
+            assert!(matches!(err, BuildError::Config(_)), "{err:?}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    })
+    .await;
+}
