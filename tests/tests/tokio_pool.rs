@@ -890,3 +890,40 @@ async fn extreme_durations_neither_overflow_nor_hang() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_order_and_max_lifetime_reach_the_core() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        // Two connections returned a then b: LIFO (the default) reuses b, FIFO reuses a.
+        for (reuse, want_first) in [
+            (moor_tokio::Reuse::Lifo, false),
+            (moor_tokio::Reuse::Fifo, true),
+        ] {
+            let pool = Pool::builder().reuse(reuse).build().unwrap();
+            let (a, b) = (pool.get(&t).await.unwrap(), pool.get(&t).await.unwrap());
+            let (ida, idb) = (a.conn_id(), b.conn_id());
+            drop(a);
+            drop(b);
+            let c = pool.get(&t).await.unwrap();
+            assert_eq!(c.conn_id(), if want_first { ida } else { idb }, "{reuse:?}");
+            drop(c);
+            pool.shutdown().await;
+        }
+        // A connection older than max_lifetime is closed, not reused.
+        let pool = Pool::builder()
+            .max_lifetime(Some(Duration::from_millis(150)))
+            .build()
+            .unwrap();
+        let c = pool.get(&t).await.unwrap();
+        let old = c.conn_id();
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        assert_ne!(c.conn_id(), old);
+        assert_eq!(pool.stats().total.open, 1, "the old connection was closed");
+    })
+    .await;
+}
