@@ -40,6 +40,10 @@ enum Command {
         /// Pool size (connections per host).
         #[arg(long, default_value_t = 8, value_parser = at_least_one(1_000))]
         pool_size: usize,
+        /// Also print the pool's events (resolves, connects, closes and why, failures) on
+        /// stderr, in place of the progress bar.
+        #[arg(short, long)]
+        verbose: bool,
     },
 }
 
@@ -63,7 +67,16 @@ fn main() -> ExitCode {
             exchanges,
             tasks,
             pool_size,
-        } => rt.block_on(demo(exchanges, tasks, pool_size)),
+            verbose,
+        } => {
+            if verbose {
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::DEBUG)
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
+            rt.block_on(demo(exchanges, tasks, pool_size, verbose))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,9 +129,10 @@ async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S) -> std::io
     Ok(())
 }
 
-fn bar(total: usize, label: &str) -> ProgressBar {
+/// A progress bar on a terminal; none when the output is piped or stderr carries the log.
+fn bar(total: usize, label: &str, verbose: bool) -> ProgressBar {
     let pb = ProgressBar::new(total as u64);
-    if std::io::stdout().is_terminal() {
+    if std::io::stdout().is_terminal() && !verbose {
         pb.set_style(
             ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {per_sec}")
                 .expect("valid template")
@@ -174,6 +188,7 @@ async fn demo(
     exchanges: usize,
     tasks: usize,
     pool_size: usize,
+    verbose: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let addr = start_server()?;
     println!("moor demo: {exchanges} request/response exchanges, {tasks} tasks, server {addr}");
@@ -187,10 +202,17 @@ async fn demo(
         tasks,
         Some((&pool, &target)),
         addr,
-        &bar(exchanges, "pooled"),
+        &bar(exchanges, "pooled", verbose),
     )
     .await?;
-    let fresh = run(exchanges, tasks, None, addr, &bar(exchanges, "fresh")).await?;
+    let fresh = run(
+        exchanges,
+        tasks,
+        None,
+        addr,
+        &bar(exchanges, "fresh", verbose),
+    )
+    .await?;
     let rate = |d: Duration| exchanges as f64 / d.as_secs_f64();
     let s = pool.stats();
     println!(

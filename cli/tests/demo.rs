@@ -70,3 +70,25 @@ fn zero_or_oversized_counts_are_refused_with_a_usage_error() {
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }
+
+#[test]
+fn verbose_prints_the_pools_events_on_stderr_and_keeps_stdout_the_report() {
+    let out = moor(&["demo", "--exchanges", "50", "--pool-size", "2", "-v"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("speedup: "), "{stdout}");
+    assert!(
+        !stdout.contains("DEBUG"),
+        "events leaked into the report:\n{stdout}"
+    );
+    let connects = stderr
+        .lines()
+        .filter(|l| l.contains(" connecting "))
+        .count();
+    assert!((1..=2).contains(&connects), "{stderr}");
+    assert!(stderr.contains("connected conn="), "{stderr}");
+    assert!(stderr.contains("reason=Shutdown"), "{stderr}");
+}
