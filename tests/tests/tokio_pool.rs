@@ -927,3 +927,60 @@ async fn reuse_order_and_max_lifetime_reach_the_core() {
     })
     .await;
 }
+
+/// Runs a future on the calling thread, outside any runtime (an executor of the caller's own).
+fn block_on_this_thread<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        assert!(Instant::now() < end, "the future did not finish within 5 s");
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn plain_threads_outside_any_runtime_can_check_out_wait_and_return() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(async { Server::start(Behavior::Echo) });
+    let t = target(&server);
+    let pool = rt.block_on(async { Pool::builder().max_per_key(1).build().unwrap() });
+    // Only the pool's runtime runs tokio; these threads drive the futures themselves.
+    let mut held = block_on_this_thread(pool.get(&t)).unwrap();
+    assert_eq!(held.from_cache(), FromCache::Fresh);
+    block_on_this_thread(exchange(&mut held, b"hi")).unwrap();
+    let waiter = std::thread::spawn({
+        let (pool, t) = (pool.clone(), t.clone());
+        move || block_on_this_thread(pool.get(&t)).map(|c| c.from_cache())
+    });
+    let end = Instant::now() + Duration::from_secs(5);
+    while pool.stats().total.waiters == 0 {
+        assert!(Instant::now() < end, "the waiter never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(held);
+    assert_eq!(waiter.join().unwrap().unwrap(), FromCache::Deferred);
+    let c = block_on_this_thread(pool.get(&t)).unwrap();
+    assert_eq!(c.from_cache(), FromCache::Immediate);
+    drop(c);
+    let s = pool.stats();
+    assert_eq!(
+        (s.counters.fresh, s.counters.deferred, s.counters.immediate),
+        (1, 1, 1)
+    );
+    rt.block_on(async { bounded(5, pool.shutdown()).await });
+}
