@@ -30,6 +30,15 @@ async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// As [`eventually`], for a thread outside any runtime.
+fn eventually_blocking(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_use_drop_get_reuses_the_same_connection() {
     bounded(10, async {
@@ -805,11 +814,7 @@ fn a_pool_whose_runtime_shuts_down_fails_checkouts_clearly_instead_of_hanging() 
         let (pool, t) = (pool.clone(), t.clone());
         async move { pool.get(&t).await.map(|c| c.conn_id()) }
     });
-    let end = Instant::now() + Duration::from_secs(5);
-    while pool.stats().total.waiters == 0 {
-        assert!(Instant::now() < end, "the waiter never queued");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually_blocking(5, "the waiter to queue", || pool.stats().total.waiters == 1);
 
     drop(home);
 
@@ -967,11 +972,7 @@ fn plain_threads_outside_any_runtime_can_check_out_wait_and_return() {
         let (pool, t) = (pool.clone(), t.clone());
         move || block_on_this_thread(pool.get(&t)).map(|c| c.from_cache())
     });
-    let end = Instant::now() + Duration::from_secs(5);
-    while pool.stats().total.waiters == 0 {
-        assert!(Instant::now() < end, "the waiter never queued");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually_blocking(5, "the waiter to queue", || pool.stats().total.waiters == 1);
     drop(held);
     assert_eq!(waiter.join().unwrap().unwrap(), FromCache::Deferred);
     let c = block_on_this_thread(pool.get(&t)).unwrap();

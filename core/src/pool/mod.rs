@@ -470,14 +470,8 @@ impl<K: PoolKey> Pool<K> {
         self.state = PoolState::Draining;
         // Answer waiters key by key, each key in FIFO order: deterministic and fair.
         let keys: Vec<u64> = self.key_ids.values().copied().collect();
-        for key_id in &keys {
-            while let Some(waiter) = self.keys.get(*key_id).and_then(|ks| ks.waiters.front()) {
-                self.remove_waiter(waiter);
-                self.outputs.push_back(Output::CheckoutFailed {
-                    checkout: CheckoutId::from_raw(waiter),
-                    error: CheckoutError::Shutdown,
-                });
-            }
+        for &key_id in &keys {
+            self.fail_all_waiters(key_id, CheckoutError::Shutdown);
         }
         let doomed: Vec<(u64, bool)> = self
             .conns
@@ -525,12 +519,8 @@ impl<K: PoolKey> Pool<K> {
             };
             match timer {
                 Timer::Waiter(waiter) => {
-                    let w = self.remove_waiter(waiter);
+                    let w = self.fail_waiter(waiter, CheckoutError::TimedOut);
                     self.counters.timeouts += 1;
-                    self.outputs.push_back(Output::CheckoutFailed {
-                        checkout: CheckoutId::from_raw(waiter),
-                        error: CheckoutError::TimedOut,
-                    });
                     self.gc_key(w.key);
                 }
                 Timer::Resolution(resolution) => {

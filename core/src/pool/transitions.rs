@@ -378,11 +378,7 @@ impl<K: PoolKey> Pool<K> {
         };
         let fail_all = ks.gauges.open == 0;
         while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
-            self.remove_waiter(waiter);
-            self.outputs.push_back(Output::CheckoutFailed {
-                checkout: CheckoutId::from_raw(waiter),
-                error,
-            });
+            self.fail_waiter(waiter, error);
             if !fail_all {
                 break;
             }
@@ -403,13 +399,7 @@ impl<K: PoolKey> Pool<K> {
         keys.sort_unstable();
         keys.dedup();
         for key_id in keys {
-            while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
-                self.remove_waiter(waiter);
-                self.outputs.push_back(Output::CheckoutFailed {
-                    checkout: CheckoutId::from_raw(waiter),
-                    error: CheckoutError::Resolve(error),
-                });
-            }
+            self.fail_all_waiters(key_id, CheckoutError::Resolve(error));
             self.gc_key(key_id);
             self.pump(now, key_id);
         }
@@ -439,6 +429,23 @@ impl<K: PoolKey> Pool<K> {
         ks.gauges.waiters -= 1;
         self.total.waiters -= 1;
         self.waiters.remove(waiter).expect("live waiter")
+    }
+
+    /// Removes a waiter and answers it with `error`.
+    pub(super) fn fail_waiter(&mut self, waiter: u64, error: CheckoutError) -> Waiter {
+        let w = self.remove_waiter(waiter);
+        self.outputs.push_back(Output::CheckoutFailed {
+            checkout: CheckoutId::from_raw(waiter),
+            error,
+        });
+        w
+    }
+
+    /// Answers every waiter of a key with `error`, oldest first.
+    pub(super) fn fail_all_waiters(&mut self, key_id: u64, error: CheckoutError) {
+        while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
+            self.fail_waiter(waiter, error);
+        }
     }
 
     pub(super) fn finish_drain(&mut self) {
