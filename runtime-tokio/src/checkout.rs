@@ -184,6 +184,12 @@ impl Drop for Checkout<'_> {
 /// A checked-out connection. Derefs to the [`Stream`] and is itself `AsyncRead + AsyncWrite`.
 /// Dropping it checks the connection back in (closed instead if it has unread data, EOF or an
 /// error); [`Pooled::discard`] closes it.
+///
+/// Shutting the write side down through the guard (`AsyncWriteExt::shutdown`) marks the
+/// connection not reusable. The pool cannot see what happens around it, so call
+/// [`Pooled::discard`] yourself when you leave the stream in a state the next user must not
+/// inherit: an exchange abandoned half way (a timeout around a read or a write), or a shutdown
+/// made on the [`Stream`] or its socket directly.
 pub struct Pooled {
     inner: Arc<Inner>,
     conn: ConnId,
@@ -300,6 +306,10 @@ impl AsyncWrite for Pooled {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().stream_mut()).poll_shutdown(cx)
+        let this = self.get_mut();
+        // A connection whose write side is shut cannot carry another request, and the peer
+        // may not say so in time for the health check: it goes when the guard drops.
+        this.discard = true;
+        Pin::new(this.stream_mut()).poll_shutdown(cx)
     }
 }

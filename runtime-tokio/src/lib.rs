@@ -24,7 +24,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Health: a connection checked in with unread data, EOF or an error is closed instead of kept.
+//! Health: a connection checked in with unread data, EOF or an error, or after its holder shut
+//! its write side down, is closed instead of kept.
 //! While a connection is idle, its socket's readiness is watched through tokio's reactor (a
 //! waker per connection, no task, no extra system call); data or a close from the peer gets it
 //! dropped at once.

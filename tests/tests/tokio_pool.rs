@@ -315,6 +315,40 @@ async fn a_guard_dropped_with_unread_data_is_discarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_whose_write_side_was_shut_down_is_not_reused() {
+    bounded(10, async {
+        // A peer that holds every connection open and never reads, writes or closes: nothing
+        // on the wire tells the pool that our side sent its FIN.
+        let listener = moor_tests::net::listener().unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let pool = Pool::builder().build().unwrap();
+        let t = Target::new("tcp", "127.0.0.1", port);
+        let mut c = pool.get(&t).await.unwrap();
+        let first = c.conn_id();
+        c.write_all(b"last request").await.unwrap();
+        c.shutdown().await.unwrap();
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (0, 0), "{s:?}");
+        // The next user gets a connection it can write to.
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        assert_ne!(c.conn_id(), first);
+        c.write_all(b"next request").await.unwrap();
+        drop(c);
+        pool.shutdown().await;
+        holder.abort();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_guard_with_unread_data_is_discarded_even_when_the_task_budget_is_spent() {
     bounded(10, async {
         let (acceptor, trusting) = tls_pair();
