@@ -40,6 +40,8 @@ impl std::error::Error for ParseTargetError {}
 
 impl Target {
     /// A target for `scheme://host:port`. `host` is a name or a literal IP (`::1` or `[::1]`).
+    /// Scheme and host are compared without regard to ASCII case (`Example.COM` and
+    /// `example.com` share connections), as in URLs.
     pub fn new(scheme: &str, host: &str, port: u16) -> Target {
         let bare = host
             .strip_prefix('[')
@@ -47,7 +49,7 @@ impl Target {
             .unwrap_or(host);
         Target(Arc::new(Parts {
             scheme: scheme.to_ascii_lowercase().into(),
-            host: Arc::from(bare),
+            host: Arc::from(bare.to_ascii_lowercase()),
             port,
             for_target: None,
             literal: bare.parse().ok(),
@@ -63,16 +65,21 @@ impl Target {
             scheme: p.scheme.clone(),
             host: p.host.clone(),
             port: p.port,
-            for_target: Some((scheme.into(), host.into(), port)),
+            for_target: Some((
+                scheme.to_ascii_lowercase().into(),
+                host.to_ascii_lowercase().into(),
+                port,
+            )),
             literal: p.literal,
         }))
     }
 
-    /// Parses `scheme://host[:port]`. The port defaults to 80 for `http` and 443 for `https`;
-    /// other schemes need one.
+    /// Parses `scheme://host[:port]`, ignoring any path, query or fragment after it. The port
+    /// defaults to 80 for `http` and 443 for `https`; other schemes need one.
     ///
     /// # Errors
-    /// [`ParseTargetError`] for a missing scheme, host or port, or a bad port number.
+    /// [`ParseTargetError`] for a missing scheme, host or port, a bad port number (0 included),
+    /// or text between an IPv6 host's `]` and its port.
     pub fn parse(s: &str) -> Result<Target, ParseTargetError> {
         let (scheme, rest) = s
             .split_once("://")
@@ -80,12 +87,16 @@ impl Target {
         if scheme.is_empty() {
             return Err(ParseTargetError("empty scheme"));
         }
-        let rest = rest.split('/').next().unwrap_or_default();
+        let rest = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let (host, port) = if let Some(after) = rest.strip_prefix('[') {
             let (h, tail) = after
                 .split_once(']')
                 .ok_or(ParseTargetError("unclosed [ in IPv6 host"))?;
-            (h, tail.strip_prefix(':'))
+            match tail.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if tail.is_empty() => (h, None),
+                None => return Err(ParseTargetError("text between ] and the port")),
+            }
         } else {
             match rest.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -96,7 +107,11 @@ impl Target {
             return Err(ParseTargetError("empty host"));
         }
         let port = match port {
-            Some(p) => p.parse().map_err(|_| ParseTargetError("bad port"))?,
+            Some(p) => match p.parse() {
+                Ok(0) => return Err(ParseTargetError("port 0")),
+                Ok(port) => port,
+                Err(_) => return Err(ParseTargetError("bad port")),
+            },
             None => match scheme.to_ascii_lowercase().as_str() {
                 "http" => 80,
                 "https" => 443,
@@ -237,5 +252,46 @@ mod tests {
             Target::new("http", "h", 1),
             Target::new("http", "h", 1).with_for("http", "x", 2)
         );
+    }
+
+    #[test]
+    fn hosts_compare_without_case_and_the_authority_ends_at_path_query_or_fragment() {
+        let a = Target::parse("HTTPS://Example.COM:8443?q=1").unwrap();
+        assert_eq!(a, Target::new("https", "example.com", 8443));
+        assert_eq!(a.host(), "example.com");
+        assert_eq!(
+            Target::parse("tcp://h:7#frag").unwrap(),
+            Target::new("tcp", "h", 7)
+        );
+        assert_eq!(
+            Target::new("tcp", "h", 1).with_for("HTTP", "X.org", 2),
+            Target::new("tcp", "h", 1).with_for("http", "x.org", 2)
+        );
+        let v6 = Target::parse("http://[::FFFF:7F00:1]").unwrap();
+        assert_eq!(v6.port(), 80);
+        assert_eq!(
+            v6.literal_addr(),
+            Some("[::ffff:127.0.0.1]:80".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn malformed_targets_are_refused_with_a_reason() {
+        for (input, reason) in [
+            ("", "expected scheme://host:port"),
+            ("://h:1", "empty scheme"),
+            ("tcp://", "empty host"),
+            ("tcp://[::1", "unclosed [ in IPv6 host"),
+            ("http://[::1]junk", "text between ] and the port"),
+            ("http://[::1]junk:80", "text between ] and the port"),
+            ("tcp://h:", "bad port"),
+            ("tcp://h:x", "bad port"),
+            ("tcp://h:0", "port 0"),
+            ("ftp://h", "no port and no default for the scheme"),
+        ] {
+            let err = Target::parse(input).unwrap_err();
+            assert_eq!(err, ParseTargetError(reason), "{input:?}");
+            assert!(err.to_string().contains(reason));
+        }
     }
 }
