@@ -1,11 +1,11 @@
 //! Real loopback servers for the runtime adapters' tests and benchmarks.
 //!
-//! Every server listens on 127.0.0.1 with a backlog of 4096 (the default 128 overflows under
+//! Every server listens on 127.0.0.1 (or `::1`, when asked) with a backlog of 4096 (the default 128 overflows under
 //! connection bursts and stalls clients for a second), runs until its handle is dropped, and
 //! counts the connections it sees so tests can check what the pool did on the wire.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -36,10 +36,15 @@ pub fn std_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpL
 /// # Errors
 /// The operating system's error.
 pub fn listener() -> io::Result<TcpListener> {
-    TcpListener::from_std(std_listener(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        BACKLOG,
-    )?)
+    listener_on(Ipv4Addr::LOCALHOST.into())
+}
+
+/// A tokio listener on `ip` (any port) with a backlog of [`BACKLOG`].
+///
+/// # Errors
+/// The operating system's error (for `::1`, on a machine without IPv6: `EADDRNOTAVAIL`).
+pub fn listener_on(ip: IpAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(std_listener(SocketAddr::new(ip, 0), BACKLOG)?)
 }
 
 /// What a test server does with each connection.
@@ -91,7 +96,15 @@ impl Server {
     /// # Panics
     /// If no listener can be made.
     pub fn start(behavior: Behavior) -> Server {
-        Server::start_with(behavior, None)
+        Server::start_with(listener().expect("test listener"), behavior, None)
+    }
+
+    /// Starts a plain TCP server with `behavior` on `ip` (for `::1`, the IPv6 loopback).
+    ///
+    /// # Errors
+    /// When no listener can be made on `ip`.
+    pub fn start_on(ip: IpAddr, behavior: Behavior) -> io::Result<Server> {
+        Ok(Server::start_with(listener_on(ip)?, behavior, None))
     }
 
     /// Starts a TLS server (certificate and key given) with `behavior` on 127.0.0.1.
@@ -99,11 +112,14 @@ impl Server {
     /// # Panics
     /// If no listener can be made.
     pub fn start_tls(behavior: Behavior, acceptor: tokio_rustls::TlsAcceptor) -> Server {
-        Server::start_with(behavior, Some(acceptor))
+        Server::start_with(listener().expect("test listener"), behavior, Some(acceptor))
     }
 
-    fn start_with(behavior: Behavior, tls: Option<tokio_rustls::TlsAcceptor>) -> Server {
-        let listener = listener().expect("test listener");
+    fn start_with(
+        listener: TcpListener,
+        behavior: Behavior,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Server {
         let addr = listener.local_addr().expect("bound");
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
@@ -260,9 +276,16 @@ impl Blackhole {
 /// # Panics
 /// If rcgen or rustls refuse (they do not for these inputs).
 pub fn tls_pair() -> (tokio_rustls::TlsAcceptor, Arc<rustls::ClientConfig>) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("rcgen");
+    tls_pair_for(&["localhost", "127.0.0.1"])
+}
+
+/// As [`tls_pair`], with a certificate for exactly `names` (DNS names or IP addresses).
+///
+/// # Panics
+/// If rcgen or rustls refuse `names`.
+pub fn tls_pair_for(names: &[&str]) -> (tokio_rustls::TlsAcceptor, Arc<rustls::ClientConfig>) {
+    let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let certified = rcgen::generate_simple_self_signed(names).expect("rcgen");
     let cert = certified.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -2,11 +2,12 @@
 //! cancellation and shutdown. Every test is bounded by a timeout and stops its servers.
 
 use std::future::Future;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use moor_tests::net::{Behavior, Blackhole, Server, exchange, tls_pair};
+use moor_tests::net::{Behavior, Blackhole, Server, exchange, tls_pair, tls_pair_for};
 use moor_tokio::{BuildError, CheckoutError, ConnectError, FromCache, Pool, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -423,6 +424,64 @@ async fn tls_with_a_trusted_certificate_works_and_an_untrusted_one_fails_clearly
         let text = err.to_string();
         assert!(text.contains("certificate"), "unclear error: {text}");
         assert!(err.io_error().is_some());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_loopback_target_connects_and_is_reused() {
+    bounded(10, async {
+        let server = match Server::start_on(Ipv6Addr::LOCALHOST.into(), Behavior::Echo) {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("skipped: this machine cannot listen on ::1 ({e})");
+                return;
+            }
+        };
+        let pool = Pool::builder().build().unwrap();
+        let t: Target = format!("tcp://[::1]:{}", server.addr.port())
+            .parse()
+            .unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        assert_eq!(c.peer_addr().unwrap(), server.addr);
+        exchange(&mut c, b"six").await.unwrap();
+        drop(c);
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        exchange(&mut c, b"again").await.unwrap();
+        drop(c);
+        assert_eq!(server.accepted(), 1);
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_literal_ip_checks_the_certificate_against_that_ip() {
+    bounded(10, async {
+        // The certificate names 127.0.0.1: accepted for the literal target.
+        let (acceptor, trusting) = tls_pair();
+        let server = Server::start_tls(Behavior::Echo, acceptor);
+        let pool = Pool::builder().tls_config(trusting).build().unwrap();
+        let t = Target::new("tls", "127.0.0.1", server.addr.port());
+        let mut c = pool.get(&t).await.unwrap();
+        assert!(c.is_tls());
+        exchange(&mut c, b"by address").await.unwrap();
+        drop(c);
+        pool.shutdown().await;
+
+        // A trusted certificate that names only localhost is refused for 127.0.0.1.
+        let (acceptor, trusting) = tls_pair_for(&["localhost"]);
+        let server = Server::start_tls(Behavior::Echo, acceptor);
+        let pool = Pool::builder().tls_config(trusting).build().unwrap();
+        let t = Target::new("tls", "127.0.0.1", server.addr.port());
+        let err = pool.get(&t).await.unwrap_err();
+        assert_eq!(err.kind(), CheckoutError::Connect(ConnectError::Handshake));
+        let cause = err.io_error().expect("the TLS error").to_string();
+        assert!(cause.contains("not valid for"), "{cause}");
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
     })
     .await;
 }

@@ -1,13 +1,16 @@
 //! The tokio adapter's `tracing` events: a connection's life (resolve, connect, close and why)
-//! and every failure can be followed in the logs. The subscriber is process-wide, so this file
-//! holds one test.
+//! and every failure can be followed in the logs, and they show what the core decided (literal
+//! IPs are not looked up; concurrent checkouts share one lookup). The subscriber is
+//! process-wide, so this file holds one test.
 
+use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use moor_tests::net::{Behavior, Server, exchange};
-use moor_tokio::{Pool, Target};
+use moor_tokio::{FromCache, Pool, Target};
 use tokio::io::AsyncWriteExt;
 
 /// Where the subscriber writes: one shared buffer.
@@ -79,6 +82,12 @@ fn a_connections_life_and_every_failure_are_traced() {
             has_line(&lines, &["DEBUG", "connecting", "conn=", &addr]);
             has_line(&lines, &["connect failed", "refused"]);
             has_line(&lines, &["checkout failed", "refused"]);
+            // A literal IP is not looked up.
+            assert!(
+                !lines.iter().any(|l| l.contains("resolving")),
+                "{}",
+                lines.join("\n")
+            );
 
             // A connection opened, used, then returned with unread data: closed, and why.
             let server = Server::start(Behavior::Echo);
@@ -104,6 +113,52 @@ fn a_connections_life_and_every_failure_are_traced() {
             has_line(&lines, &["shutting down"]);
             has_line(&lines, &["closing", "reason=Shutdown"]);
             has_line(&lines, &["drained"]);
+        })
+        .await
+        .expect("test exceeded its time bound");
+    });
+    drop(rt);
+
+    // DNS coalescing: eight checkouts for a name, all asked before any answer can arrive (one
+    // thread, and one poll reaches all eight), share one resolution and open eight connections.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let server = Server::start(Behavior::Echo);
+            let pool = Pool::builder().max_per_key(8).build().unwrap();
+            let t = Target::new("tcp", "localhost", server.addr.port());
+            let _ = capture.take();
+            let mut gets: Vec<_> = (0..8).map(|_| Box::pin(pool.get(&t))).collect();
+            let mut got = Vec::new();
+            std::future::poll_fn(|cx| {
+                gets.retain_mut(|g| match g.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        got.push(r.expect("a checkout through the shared resolution"));
+                        false
+                    }
+                    Poll::Pending => true,
+                });
+                if gets.is_empty() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            assert!(got.iter().all(|c| c.from_cache() == FromCache::Fresh));
+            let lines = capture.take();
+            let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+            assert_eq!(
+                (count("resolving"), count("connecting")),
+                (1, 8),
+                "{}",
+                lines.join("\n")
+            );
+            drop(got);
+            pool.shutdown().await;
         })
         .await
         .expect("test exceeded its time bound");
