@@ -141,6 +141,10 @@ impl Builder {
 
     /// The rustls client configuration for `https`/`tls` targets. By default certificates are
     /// verified against the Mozilla roots of `webpki-roots`.
+    ///
+    /// Every connection of the pool uses this one configuration (the default one is shared by
+    /// every pool of the process), and so its session cache: a new connection to a server
+    /// resumes an earlier connection's TLS session instead of doing a full handshake.
     #[must_use]
     pub fn tls_config(mut self, config: Arc<ClientConfig>) -> Self {
         self.net.tls = Some(config);

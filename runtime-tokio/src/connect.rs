@@ -3,9 +3,10 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use moor_core::pool::{ConnectError, ResolveError};
+use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream};
@@ -43,6 +44,14 @@ pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, (ResolveError, io
     }
 }
 
+/// The default TLS configuration, made once per process: building it copies the root set, and
+/// one configuration per connection would also give each its own session cache, so no
+/// connection could resume another's TLS session.
+fn shared_default_tls_config() -> Arc<ClientConfig> {
+    static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    DEFAULT.get_or_init(default_tls_config).clone()
+}
+
 /// Opens a connection to `addr` for `target`, with the pool's socket options and, for TLS
 /// targets, a verified handshake with SNI from the target's host.
 pub(crate) async fn open(
@@ -54,7 +63,7 @@ pub(crate) async fn open(
     if !target.is_tls() {
         return Ok(Stream::Tcp(tcp));
     }
-    let config = net.tls.clone().unwrap_or_else(default_tls_config);
+    let config = net.tls.clone().unwrap_or_else(shared_default_tls_config);
     let name = ServerName::try_from(target.host().to_owned()).map_err(|e| {
         (
             ConnectError::Handshake,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use moor_tests::net::{Behavior, Blackhole, Server, exchange, tls_pair, tls_pair_for};
+use moor_tokio::rustls::HandshakeKind;
 use moor_tokio::{BuildError, CheckoutError, ConnectError, FromCache, Pool, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -482,6 +483,33 @@ async fn tls_to_a_literal_ip_checks_the_certificate_against_that_ip() {
         assert!(cause.contains("not valid for"), "{cause}");
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tls_connection_resumes_the_first_ones_session() {
+    bounded(10, async {
+        let (acceptor, trusting) = tls_pair();
+        let server = Server::start_tls(Behavior::Echo, acceptor);
+        let pool = Pool::builder().tls_config(trusting).build().unwrap();
+        let t = Target::new("tls", "localhost", server.addr.port());
+        let handshake = |c: &moor_tokio::Pooled| match &**c {
+            moor_tokio::Stream::Tls(s) => s.get_ref().1.handshake_kind(),
+            moor_tokio::Stream::Tcp(_) => None,
+        };
+        let mut first = pool.get(&t).await.unwrap();
+        // The exchange also reads the server's TLS 1.3 session tickets.
+        exchange(&mut first, b"one").await.unwrap();
+        assert_eq!(handshake(&first), Some(HandshakeKind::Full));
+        // Held, so the second checkout opens a new connection: every connection of the pool
+        // shares one client configuration, and so one session cache.
+        let mut second = pool.get(&t).await.unwrap();
+        assert_eq!(second.from_cache(), FromCache::Fresh);
+        exchange(&mut second, b"two").await.unwrap();
+        assert_eq!(handshake(&second), Some(HandshakeKind::Resumed));
+        drop((first, second));
+        pool.shutdown().await;
     })
     .await;
 }
