@@ -671,6 +671,129 @@ async fn ten_thousand_gets_with_random_drops_leak_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mixed_faults_every_checkout_is_answered_and_nothing_stale_or_leaked() {
+    bounded(60, async {
+        // Three hosts: a steady echo server (sometimes told to reset), a server that closes
+        // connections quiet for 5 ms, and one that writes to connections quiet for 5 ms.
+        let servers = [
+            Server::start(Behavior::Echo),
+            Server::start(Behavior::CloseIdle(Duration::from_millis(5))),
+            Server::start(Behavior::WriteIdle(Duration::from_millis(5))),
+        ];
+        let targets: Vec<Target> = servers.iter().map(target).collect();
+        // Three hosts wanting up to 3 connections each, 5 in total: eviction at the cap.
+        let pool = Pool::builder()
+            .max_per_key(3)
+            .max_open(5)
+            .idle_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        #[derive(Default)]
+        struct Tally {
+            ok: AtomicUsize,
+            timeouts: AtomicUsize,
+            steady_failures: AtomicUsize,
+        }
+        let tally = Arc::new(Tally::default());
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..3_000 {
+            let host = rng.below(3) as usize;
+            let (action, timeout_ms) = (rng.below(6), 1 + rng.below(20));
+            let (pool, t, tally) = (pool.clone(), targets[host].clone(), tally.clone());
+            tasks.spawn(async move {
+                // The pool's own deadline, so every checkout ends with the pool's answer.
+                let mut c = match pool
+                    .get_timeout(&t, Duration::from_millis(timeout_ms))
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        assert!(e.is_timeout(), "only deadlines can fail a checkout: {e}");
+                        tally.timeouts.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                };
+                tally.ok.fetch_add(1, Ordering::Relaxed);
+                let used = match action {
+                    // Reset by the server mid-use: the holder sees an error.
+                    0 if host == 0 => {
+                        c.write_all(b"!reset").await.unwrap();
+                        let mut buf = [0u8; 8];
+                        assert!(c.read(&mut buf).await.is_err());
+                        return;
+                    }
+                    1 => {
+                        c.discard();
+                        return;
+                    }
+                    // Held a while: others queue behind it and get it Deferred.
+                    2 => {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        exchange(&mut c, b"held").await
+                    }
+                    _ => exchange(&mut c, b"plain").await,
+                };
+                // The steady server never closes or writes first: a stale connection from it
+                // would be the pool's fault. The others may race the holder (as with any pool).
+                if host == 0 && used.is_err() {
+                    tally.steady_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            while tasks.len() >= 32 {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        eventually(10, "connects to settle", || {
+            pool.stats().total.connecting == 0
+        })
+        .await;
+        let (s, steady_idle) = (pool.stats(), pool.key_stats(&targets[0]).idle);
+        let (ok, timeouts) = (
+            tally.ok.load(Ordering::Relaxed),
+            tally.timeouts.load(Ordering::Relaxed),
+        );
+        assert_eq!(ok + timeouts, 3_000);
+        assert_eq!(tally.steady_failures.load(Ordering::Relaxed), 0);
+        // The pool's books agree with what its users saw.
+        let c = &s.counters;
+        assert_eq!((c.immediate + c.deferred + c.fresh) as usize, ok, "{s:?}");
+        assert_eq!(c.timeouts as usize, timeouts, "{s:?}");
+        assert!(
+            c.evictions > 0 && c.deferred > 0,
+            "the faults were exercised: {s:?}"
+        );
+        assert_eq!((s.total.waiters, s.total.leased), (0, 0), "{s:?}");
+        assert_eq!(s.total.open, s.total.idle, "{s:?}");
+        assert!(s.total.open <= 5, "{s:?}");
+        for t in &targets {
+            assert!(pool.key_stats(t).open <= 3, "{t}: {:?}", pool.key_stats(t));
+        }
+        // Every socket the pool let go of is closed: the servers see only what it holds.
+        let live = || servers.iter().map(Server::live).sum::<usize>();
+        eventually(10, "servers to see exactly the pool's connections", || {
+            live() == pool.stats().total.open
+        })
+        .await;
+        // Left idle, connections go: within 5 ms those the two servers close or write to, and
+        // only the steady server's ones at the 50 ms idle timeout.
+        eventually(5, "every idle connection to be dropped", || {
+            pool.stats().total.open == 0
+        })
+        .await;
+        let expired = pool.stats().counters.idle_expired - s.counters.idle_expired;
+        assert_eq!(expired, steady_idle as u64);
+        eventually(5, "servers to see them close", || live() == 0).await;
+        pool.shutdown().await;
+        eventually(5, "servers to see every connection close", || live() == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_fails_every_waiter_and_closes_everything() {
     bounded(10, async {
         let server = Server::start(Behavior::Echo);
