@@ -214,11 +214,22 @@ impl Pool {
     /// Checks out a connection to `target`: an idle one at once if there is one (no task hop),
     /// else the oldest-first wait for a released or new connection, bounded by the pool's
     /// request timeout. Dropping the future cancels the checkout at any stage.
+    ///
+    /// # Errors
+    /// An [`Error`] whose [`kind`](Error::kind) says why: the deadline passed
+    /// (`TimedOut`), the host could not be resolved (`Resolve`, shared by every checkout that
+    /// waited on the lookup), every address refused or failed, or the TLS handshake failed
+    /// (`Connect`, with the OS or rustls error in [`Error::io_error`]), `max_waiters` checkouts
+    /// were already waiting (`QueueFull`, at once), or the pool is shutting down (`Shutdown`).
     pub fn get<'a>(&'a self, target: &'a Target) -> Checkout<'a> {
         Checkout::new(&self.handle.inner, target, None)
     }
 
-    /// As [`Pool::get`], with this checkout's own deadline `timeout` from now.
+    /// As [`Pool::get`], with this checkout's own deadline `timeout` from now (in place of the
+    /// pool's request timeout; `Duration::ZERO` takes an idle connection or fails at once).
+    ///
+    /// # Errors
+    /// As [`Pool::get`].
     pub fn get_timeout<'a>(&'a self, target: &'a Target, timeout: Duration) -> Checkout<'a> {
         Checkout::new(&self.handle.inner, target, Some(timeout))
     }
