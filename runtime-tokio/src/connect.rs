@@ -28,18 +28,21 @@ pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, (ResolveError, io
             }
             Ok(ips)
         }
-        Err(e) => {
-            // getaddrinfo's "no such name" arrives as an uncategorised error; its text is the
-            // only stable sign of it.
-            let text = e.to_string();
-            let kind = if text.contains("not known") || text.contains("No address") {
-                ResolveError::NotFound
-            } else {
-                ResolveError::Failed {
-                    code: e.raw_os_error(),
-                }
-            };
-            Err((kind, e))
+        Err(e) => Err((classify_resolve(&e), e)),
+    }
+}
+
+/// getaddrinfo's "no such name" arrives as an uncategorised error; its text is the only stable
+/// sign of it (glibc: "Name or service not known", "No address associated with hostname";
+/// musl: "Name does not resolve"; macOS: "nodename nor servname provided, or not known").
+fn classify_resolve(e: &io::Error) -> ResolveError {
+    let text = e.to_string();
+    let no_such_name = ["not known", "No address", "does not resolve"];
+    if no_such_name.iter().any(|sign| text.contains(sign)) {
+        ResolveError::NotFound
+    } else {
+        ResolveError::Failed {
+            code: e.raw_os_error(),
         }
     }
 }
@@ -117,4 +120,35 @@ fn classify(e: &io::Error) -> ConnectError {
 /// The io error wrapped for sharing among every checkout it fails.
 pub(crate) fn shared(e: io::Error) -> Arc<io::Error> {
     Arc::new(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolver_errors_tell_a_missing_name_from_a_failure() {
+        let lookup =
+            |text: &str| io::Error::other(format!("failed to lookup address information: {text}"));
+        for text in [
+            "Name or service not known",
+            "No address associated with hostname",
+            "Name does not resolve",
+            "nodename nor servname provided, or not known",
+        ] {
+            assert_eq!(
+                classify_resolve(&lookup(text)),
+                ResolveError::NotFound,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            classify_resolve(&lookup("Temporary failure in name resolution")),
+            ResolveError::Failed { code: None }
+        );
+        assert_eq!(
+            classify_resolve(&io::Error::from_raw_os_error(11)),
+            ResolveError::Failed { code: Some(11) }
+        );
+    }
 }
