@@ -145,6 +145,24 @@ impl Builder {
     /// Every connection of the pool uses this one configuration (the default one is shared by
     /// every pool of the process), and so its session cache: a new connection to a server
     /// resumes an earlier connection's TLS session instead of doing a full handshake.
+    ///
+    /// Trusting a private CA (given as DER) instead of the public roots:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use moor_tokio::rustls::{self, RootCertStore, pki_types::CertificateDer};
+    ///
+    /// # fn demo(ca_der: Vec<u8>) -> Result<moor_tokio::Builder, Box<dyn std::error::Error>> {
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(CertificateDer::from(ca_der))?;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let builder = moor_tokio::Pool::builder().tls_config(Arc::new(config));
+    /// # Ok(builder) }
+    /// ```
     #[must_use]
     pub fn tls_config(mut self, config: Arc<ClientConfig>) -> Self {
         self.net.tls = Some(config);
