@@ -76,7 +76,18 @@ pub(crate) async fn open(
     let tls = TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| (ConnectError::Handshake, e))?;
+        .map_err(|e| {
+            // tokio-rustls says only "tls handshake eof".
+            let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                )
+            } else {
+                e
+            };
+            (ConnectError::Handshake, e)
+        })?;
     Ok(Stream::Tls(Box::new(tls)))
 }
 
