@@ -61,6 +61,11 @@ pub enum Behavior {
     OneShot,
     /// Reads and discards everything and never writes: a peer that never answers.
     Silent,
+    /// Never reads, writes or closes (until the server is dropped): a peer that gives no sign
+    /// of anything the client does, a FIN included.
+    Hold,
+    /// Reads once (a request, a ClientHello) and closes without a word.
+    HangUp,
 }
 
 /// Connection counts a server keeps.
@@ -179,9 +184,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavi
         }
         return;
     }
-    if behavior == Behavior::Silent {
-        while let Ok(1..) = s.read(&mut buf).await {}
-        return;
+    match behavior {
+        Behavior::Silent => {
+            while let Ok(1..) = s.read(&mut buf).await {}
+            return;
+        }
+        Behavior::Hold => std::future::pending().await,
+        Behavior::HangUp => {
+            let _ = s.read(&mut buf).await;
+            return;
+        }
+        _ => {}
     }
     let quiet = match behavior {
         Behavior::CloseIdle(d) | Behavior::WriteIdle(d) => d,

@@ -146,16 +146,9 @@ async fn a_guard_whose_write_side_was_shut_down_is_not_reused() {
     bounded(10, async {
         // A peer that holds every connection open and never reads, writes or closes: nothing
         // on the wire tells the pool that our side sent its FIN.
-        let listener = moor_tests::net::listener().unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let holder = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
+        let server = Server::start(Behavior::Hold);
         let pool = Pool::builder().build().unwrap();
-        let t = Target::new("tcp", "127.0.0.1", port);
+        let t = target(&server);
         let mut c = pool.get(&t).await.unwrap();
         let first = c.conn_id();
         c.write_all(b"last request").await.unwrap();
@@ -170,7 +163,6 @@ async fn a_guard_whose_write_side_was_shut_down_is_not_reused() {
         c.write_all(b"next request").await.unwrap();
         drop(c);
         pool.shutdown().await;
-        holder.abort();
     })
     .await;
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use moor_tests::net::{Behavior, Server, exchange, tls_pair, tls_pair_for};
 use moor_tokio::rustls::HandshakeKind;
 use moor_tokio::{CheckoutError, ConnectError, FromCache, Pool, Target};
-use tokio::io::AsyncReadExt;
 
 use super::*;
 
@@ -187,17 +186,10 @@ async fn garbage_instead_of_a_tls_handshake_is_a_clear_handshake_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_hangs_up_during_the_handshake_is_a_clear_handshake_error() {
     bounded(10, async {
-        // Accepts, reads the ClientHello, and closes without a word.
-        let listener = moor_tests::net::listener().unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let rude = tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut hello = [0u8; 512];
-                let _ = socket.read(&mut hello).await;
-            }
-        });
+        // Reads the ClientHello and closes without a word.
+        let server = Server::start(Behavior::HangUp);
         let pool = Pool::builder().build().unwrap();
-        let t = Target::new("tls", "127.0.0.1", port);
+        let t = Target::new("tls", "127.0.0.1", server.addr.port());
         let err = pool.get(&t).await.unwrap_err();
         assert_eq!(
             err.kind(),
@@ -213,7 +205,6 @@ async fn a_peer_that_hangs_up_during_the_handshake_is_a_clear_handshake_error() 
         );
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
-        rude.abort();
     })
     .await;
 }
