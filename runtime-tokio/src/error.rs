@@ -61,12 +61,13 @@ impl fmt::Display for Error {
     }
 }
 
+/// The message already carries the kind and the I/O error's own message, so `source` goes on
+/// from below them (as `std::io::Error` does for the error it wraps): a chain printer such as
+/// anyhow's `{:#}` shows every cause once. [`Error::kind`] and [`Error::io_error`] give both
+/// as values.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.source {
-            Some(e) => Some(&**e),
-            None => Some(&self.kind),
-        }
+        self.source.as_deref().and_then(std::error::Error::source)
     }
 }
 
@@ -106,3 +107,86 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message of the chain, outermost first, as a chain printer would show them.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    #[derive(Debug)]
+    struct Leaf;
+    impl fmt::Display for Leaf {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the root cause")
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    #[derive(Debug)]
+    struct Middle(Leaf);
+    impl fmt::Display for Middle {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the library's error")
+        }
+    }
+    impl std::error::Error for Middle {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_shows_each_cause_once() {
+        let timeout = Error::new(CheckoutError::TimedOut, None);
+        assert_eq!(chain(&timeout), ["checkout timed out"]);
+
+        let refused = Error::new(
+            CheckoutError::Connect(ConnectError::Refused),
+            Some(Arc::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
+        );
+        // The OS error has no cause of its own: one message says it all.
+        assert_eq!(
+            chain(&refused),
+            [format!(
+                "{}: {}",
+                refused.kind(),
+                io::Error::from(io::ErrorKind::ConnectionRefused)
+            )]
+        );
+        assert!(refused.io_error().is_some());
+
+        // A TLS failure: rustls's error inside an io::Error, with a cause of its own.
+        let handshake = Error::new(
+            CheckoutError::Connect(ConnectError::Handshake),
+            Some(Arc::new(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Middle(Leaf),
+            ))),
+        );
+        assert_eq!(
+            chain(&handshake),
+            [
+                format!(
+                    "{}: the library's error",
+                    CheckoutError::Connect(ConnectError::Handshake)
+                ),
+                "the root cause".to_owned()
+            ]
+        );
+
+        // Converted for `?` in io code: the same messages, once each.
+        let as_io = io::Error::from(handshake);
+        assert_eq!(chain(&as_io).len(), 2);
+        assert!(chain(&as_io)[0].ends_with("the library's error"));
+    }
+}
