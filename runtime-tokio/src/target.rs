@@ -1,7 +1,7 @@
 //! What a checkout asks for: a [`Target`], the pool key of this adapter.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -78,7 +78,9 @@ impl Target {
     /// defaults to 80 for `http` and 443 for `https`; other schemes need one.
     ///
     /// # Errors
-    /// [`ParseTargetError`] for a missing scheme, host or port, a bad port number (0 included),
+    /// [`ParseTargetError`] for a missing or malformed scheme, a missing host or port, a bad port number (0 included),
+    /// user info (`user@`), a host with characters no host name has (non-ASCII names go in
+    /// their punycode form), an IPv6 address without brackets or not an IPv6 address in them,
     /// or text between an IPv6 host's `]` and its port.
     pub fn parse(s: &str) -> Result<Target, ParseTargetError> {
         let (scheme, rest) = s
@@ -87,21 +89,48 @@ impl Target {
         if scheme.is_empty() {
             return Err(ParseTargetError("empty scheme"));
         }
+        // RFC 3986: a letter, then letters, digits, '+', '-' or '.'.
+        let mut chars = scheme.bytes();
+        if !chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+            || !chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(ParseTargetError("invalid scheme"));
+        }
         let rest = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if rest.contains('@') {
+            return Err(ParseTargetError(
+                "user info (user@host) is not part of a target",
+            ));
+        }
         let (host, port) = if let Some(after) = rest.strip_prefix('[') {
             let (h, tail) = after
                 .split_once(']')
                 .ok_or(ParseTargetError("unclosed [ in IPv6 host"))?;
+            if h.parse::<Ipv6Addr>().is_err() {
+                return Err(ParseTargetError("not an IPv6 address between [ and ]"));
+            }
             match tail.strip_prefix(':') {
                 Some(p) => (h, Some(p)),
                 None if tail.is_empty() => (h, None),
                 None => return Err(ParseTargetError("text between ] and the port")),
             }
         } else {
-            match rest.rsplit_once(':') {
+            let (h, p) = match rest.split_once(':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (rest, None),
+            };
+            if p.is_some_and(|p| p.contains(':')) {
+                return Err(ParseTargetError("an IPv6 host needs brackets, as in [::1]"));
             }
+            // What a resolver accepts: letters, digits, '-', '.' and (seen in the wild) '_'.
+            // Anything else (spaces, '%', non-ASCII: use the punycode form) cannot name a host.
+            if !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            {
+                return Err(ParseTargetError("invalid character in host"));
+            }
+            (h, p)
         };
         if host.is_empty() {
             return Err(ParseTargetError("empty host"));
@@ -227,7 +256,48 @@ impl fmt::Debug for Target {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Any text: an answer, never a panic; and a target that parses prints as text that
+        /// parses back to it.
+        #[test]
+        fn parse_never_panics_and_what_it_accepts_round_trips(s in prop_oneof![
+            ".{0,40}",
+            // Mostly the characters that mean something in a target, so that many inputs
+            // get past the scheme and into the host and port rules.
+            "[a-zA-Z0-9+.-]{0,4}://[\\[\\]a-zA-Z0-9:@%. /?#_-]{0,24}",
+        ]) {
+            if let Ok(t) = Target::parse(&s) {
+                prop_assert_eq!(Target::parse(&t.to_string()), Ok(t));
+            }
+        }
+
+        /// Well-formed targets of every host kind (names, IPv4, IPv6) parse to their parts.
+        #[test]
+        fn well_formed_targets_parse_to_their_parts(
+            scheme in "[a-zA-Z][a-zA-Z0-9+.-]{0,8}",
+            name in "[a-zA-Z0-9_-]{1,10}(\\.[a-zA-Z0-9_-]{1,10}){0,3}",
+            ip in any::<IpAddr>(),
+            use_ip in any::<bool>(),
+            port in 1u16..,
+            tail in "(/[a-z]{0,5})?(\\?[a-z=]{0,5})?(#[a-z]{0,5})?",
+        ) {
+            let (host, written) = match ip {
+                IpAddr::V6(v6) if use_ip => (v6.to_string(), format!("[{v6}]")),
+                IpAddr::V4(v4) if use_ip => (v4.to_string(), v4.to_string()),
+                _ => (name.clone(), name.clone()),
+            };
+            let t = Target::parse(&format!("{scheme}://{written}:{port}{tail}")).unwrap();
+            prop_assert_eq!(&t, &Target::new(&scheme, &host, port));
+            prop_assert_eq!(t.host(), host.to_ascii_lowercase());
+            prop_assert_eq!(t.port(), port);
+            prop_assert_eq!(t.literal_addr().map(|a| a.ip()), host.parse::<IpAddr>().ok());
+            prop_assert_eq!(Target::parse(&t.to_string()), Ok(t));
+        }
+    }
 
     #[test]
     fn parses_common_forms() {
@@ -288,6 +358,24 @@ mod tests {
             ("tcp://h:x", "bad port"),
             ("tcp://h:0", "port 0"),
             ("ftp://h", "no port and no default for the scheme"),
+            ("h t://h:1", "invalid scheme"),
+            ("1tcp://h:1", "invalid scheme"),
+            (
+                "http://user:pw@h:80",
+                "user info (user@host) is not part of a target",
+            ),
+            ("http://@h", "user info (user@host) is not part of a target"),
+            ("http://[foo]:80", "not an IPv6 address between [ and ]"),
+            (
+                "http://[fe80::1%eth0]:80",
+                "not an IPv6 address between [ and ]",
+            ),
+            ("http://::1", "an IPv6 host needs brackets, as in [::1]"),
+            ("http://::1:80", "an IPv6 host needs brackets, as in [::1]"),
+            ("http://ho st:80", "invalid character in host"),
+            ("http://h%41:80", "invalid character in host"),
+            ("http://bücher.example", "invalid character in host"),
+            ("http://h\n:80", "invalid character in host"),
         ] {
             let err = Target::parse(input).unwrap_err();
             assert_eq!(err, ParseTargetError(reason), "{input:?}");
