@@ -109,8 +109,9 @@ impl Builder {
         self
     }
 
-    /// The local address outgoing connections bind to (the seed's `bind_address`). Ignored for
-    /// a destination of the other address family.
+    /// The local address outgoing connections bind to (the seed's `bind_address`). A host's
+    /// addresses of the other family are not used: connecting to one fails with an error that
+    /// says so, and the next address is tried.
     #[must_use]
     pub fn bind_address(mut self, ip: IpAddr) -> Self {
         self.net.bind_address = Some(ip);

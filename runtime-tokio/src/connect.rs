@@ -92,6 +92,16 @@ pub(crate) async fn open(
 }
 
 async fn open_tcp(net: &NetOptions, addr: SocketAddr) -> io::Result<TcpStream> {
+    // Going out from another source than the one asked for could pass a firewall rule or a
+    // route the caller chose that address to avoid: refuse, and the core tries the next address.
+    if let Some(ip) = net.bind_address
+        && ip.is_ipv4() != addr.is_ipv4()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("cannot reach {addr} from bind_address {ip}: another address family"),
+        ));
+    }
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
@@ -106,9 +116,7 @@ async fn open_tcp(net: &NetOptions, addr: SocketAddr) -> io::Result<TcpStream> {
     if net.linger.is_some() {
         socket.set_linger(net.linger)?;
     }
-    if let Some(ip) = net.bind_address
-        && ip.is_ipv4() == addr.is_ipv4()
-    {
+    if let Some(ip) = net.bind_address {
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
     let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use moor_tests::net::{Behavior, Server, exchange};
-use moor_tokio::{CheckoutError, FromCache, Pool, Target};
+use moor_tokio::{CheckoutError, ConnectError, FromCache, Pool, Target};
 
 use super::*;
 
@@ -182,6 +182,44 @@ async fn an_ipv6_loopback_target_connects_and_is_reused() {
         drop(c);
         assert_eq!(server.accepted(), 1);
         pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_address_is_never_ignored_for_an_address_of_the_other_family() {
+    bounded(10, async {
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let pool = Pool::builder().bind_address(v4).build().unwrap();
+        // The only address is IPv6: a clear failure, not a connection from another source.
+        if let Ok(v6_server) = Server::start_on(Ipv6Addr::LOCALHOST.into(), Behavior::Echo) {
+            let t: Target = format!("tcp://[::1]:{}", v6_server.addr.port())
+                .parse()
+                .unwrap();
+            let err = pool.get(&t).await.unwrap_err();
+            assert_eq!(
+                err.kind(),
+                CheckoutError::Connect(ConnectError::Other { code: None }),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("from bind_address 127.0.0.1: another address family"),
+                "{err}"
+            );
+            assert_eq!(v6_server.accepted(), 0);
+            assert_eq!(pool.key_stats(&t).open, 0);
+        } else {
+            eprintln!("part skipped: this machine cannot listen on ::1");
+        }
+        // A name: where it has addresses of both families (localhost has on many machines,
+        // only 127.0.0.1 on others), whichever comes first, the connection goes out from the
+        // bind address, over IPv4.
+        let server = Server::start(Behavior::Echo);
+        let t = Target::new("tcp", "localhost", server.addr.port());
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.local_addr().unwrap().ip(), v4);
+        exchange(&mut c, b"v4").await.unwrap();
     })
     .await;
 }
