@@ -147,6 +147,11 @@ impl Builder {
     /// every pool of the process), and so its session cache: a new connection to a server
     /// resumes an earlier connection's TLS session instead of doing a full handshake.
     ///
+    /// To negotiate an application protocol, set the configuration's `alpn_protocols`; each
+    /// guard tells the server's choice ([`Stream::alpn_protocol`](crate::Stream::alpn_protocol)).
+    /// Every checkout of a target may get any of its connections, so offer the same protocols
+    /// for all of them (a pool per protocol list otherwise).
+    ///
     /// Trusting a private CA (given as DER) instead of the public roots:
     ///
     /// ```

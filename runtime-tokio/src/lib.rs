@@ -55,3 +55,4 @@ pub use moor_core::pool::{
     CheckoutError, Config, ConnectError, Counters, FromCache, Gauges, ResolveError, Reuse, Stats,
 };
 pub use rustls;
+pub use tokio_rustls;

@@ -33,6 +33,15 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The application protocol the server chose in the TLS handshake (ALPN, such as `b"h2"`
+    /// or `b"http/1.1"`), when the client configuration offered some; `None` for plain TCP.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tcp(_) => None,
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+
     /// The peer's address.
     ///
     /// # Errors

@@ -1,10 +1,12 @@
-//! TLS: verified certificates, literal IPs, session resumption, and peers that stall or do
-//! not speak TLS.
+//! TLS: verified certificates, literal IPs, session resumption, ALPN, and peers that stall or
+//! do not speak TLS.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moor_tests::net::{Behavior, Server, exchange, tls_pair, tls_pair_for};
 use moor_tokio::rustls::HandshakeKind;
+use moor_tokio::tokio_rustls;
 use moor_tokio::{CheckoutError, ConnectError, FromCache, Pool, Target};
 
 use super::*;
@@ -205,6 +207,37 @@ async fn a_peer_that_hangs_up_during_the_handshake_is_a_clear_handshake_error() 
         );
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_the_server_chose_with_alpn_is_on_the_guard() {
+    bounded(10, async {
+        let (acceptor, trusting) = tls_pair();
+        let mut server_config = (**acceptor.config()).clone();
+        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server = Server::start_tls(
+            Behavior::Echo,
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+        );
+        let t = Target::new("tls", "localhost", server.addr.port());
+        let mut client_config = (*trusting).clone();
+        client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let pool = Pool::builder()
+            .tls_config(Arc::new(client_config))
+            .build()
+            .unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.alpn_protocol(), Some(&b"http/1.1"[..]));
+        exchange(&mut c, b"alpn").await.unwrap();
+        drop(c);
+        // Offered nothing: nothing chosen. Plain TCP: none.
+        let pool = Pool::builder().tls_config(trusting).build().unwrap();
+        assert_eq!(pool.get(&t).await.unwrap().alpn_protocol(), None);
+        let plain = Server::start(Behavior::Echo);
+        let c = pool.get(&target(&plain)).await.unwrap();
+        assert_eq!(c.alpn_protocol(), None);
     })
     .await;
 }
