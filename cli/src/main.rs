@@ -4,6 +4,8 @@
 //! exchanges through a moor pool and the same number with a fresh connection each, and prints
 //! both rates, the speedup, and the pool's own counters.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -36,6 +36,8 @@
 //! `IdleTimeout`, `Evicted` or `PeerClosed`) and failed checkout; a WARN if the runtime the pool
 //! was built on shuts down under it. The cache-hit path emits nothing.
 
+#![forbid(unsafe_code)]
+
 mod builder;
 mod checkout;
 mod connect;

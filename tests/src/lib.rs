@@ -2,6 +2,8 @@
 //! against them, reference models for the proptest state-machine tests, fuzz entry points, and
 //! the benchmark scenarios behind `cargo run --release -p moor-tests --bin bench`.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod codec;
 pub mod multi;
