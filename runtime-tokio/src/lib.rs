@@ -58,3 +58,9 @@ pub use moor_core::pool::{
 };
 pub use rustls;
 pub use tokio_rustls;
+
+/// The README's example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
