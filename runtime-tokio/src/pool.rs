@@ -247,6 +247,10 @@ impl Pool {
     /// Shuts the pool down: every waiting checkout fails with a shutdown error, idle
     /// connections close, and new checkouts are refused. Resolves once every leased
     /// connection has come back (and been closed).
+    ///
+    /// A guard its holder never drops keeps this waiting: where one may be stuck, bound the
+    /// wait with `tokio::time::timeout` (the pool is shut down either way; the late guard's
+    /// connection closes when it does come back).
     pub async fn shutdown(&self) {
         let inner = &self.handle.inner;
         inner.begin_shutdown();
