@@ -146,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn an_error_chain_shows_each_cause_once() {
+    fn error_chains_show_each_cause_once_and_io_conversion_keeps_the_kind() {
         let timeout = Error::new(CheckoutError::TimedOut, None);
         assert_eq!(chain(&timeout), ["checkout timed out"]);
 
@@ -184,7 +184,25 @@ mod tests {
             ]
         );
 
-        // Converted for `?` in io code: the same messages, once each.
+        // Converted for `?` in io code: the kind carries over where io has one.
+        let io_kind = |kind| io::Error::from(Error::new(kind, None)).kind();
+        assert_eq!(io_kind(CheckoutError::TimedOut), io::ErrorKind::TimedOut);
+        assert_eq!(
+            io_kind(CheckoutError::Connect(ConnectError::TimedOut)),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(
+            io_kind(CheckoutError::Connect(ConnectError::Refused)),
+            io::ErrorKind::ConnectionRefused
+        );
+        assert_eq!(
+            io_kind(CheckoutError::Resolve(
+                moor_core::pool::ResolveError::NotFound
+            )),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(io_kind(CheckoutError::Shutdown), io::ErrorKind::Other);
+        // And the same messages, once each.
         let as_io = io::Error::from(handshake);
         assert_eq!(chain(&as_io).len(), 2);
         assert!(chain(&as_io)[0].ends_with("the library's error"));

@@ -63,4 +63,3 @@ pub use tokio_rustls;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
-

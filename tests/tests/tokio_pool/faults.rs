@@ -168,6 +168,36 @@ async fn a_guard_whose_write_side_was_shut_down_is_not_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_marked_broken_or_discarded_is_closed_and_the_server_sees_it_go() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().build().unwrap();
+        let t = target(&server);
+        // A healthy connection the caller knows is not reusable (say, a response it abandoned
+        // half way that the peer has not sent yet): nothing on the socket says so.
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"one").await.unwrap();
+        let first = c.conn_id();
+        c.mark_broken();
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (0, 0), "{s:?}");
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        assert_ne!(c.conn_id(), first);
+        exchange(&mut c, b"two").await.unwrap();
+        c.discard();
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (0, 0), "{s:?}");
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+        assert_eq!(server.accepted(), 2);
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_in_the_middle_of_use_reaches_the_user_and_the_pool_stays_consistent() {
     bounded(10, async {
         let server = Server::start(Behavior::Echo);
