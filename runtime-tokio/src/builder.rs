@@ -1,6 +1,10 @@
 //! Building a [`Pool`]: the core's limits plus socket and TLS options.
 
+use std::fmt;
+use std::future::Future;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +13,24 @@ use rustls::ClientConfig;
 
 use crate::error::BuildError;
 use crate::pool::Pool;
+use crate::stream::Stream;
+use crate::target::Target;
+
+/// The future a [`Builder::on_connect`] setup step returns.
+pub type SetupFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+
+/// The shape of a setup step: the new connection and the target it was opened for.
+type SetupFn = dyn for<'a> Fn(&'a mut Stream, &'a Target) -> SetupFuture<'a> + Send + Sync;
+
+/// A setup step run on every new connection (see [`Builder::on_connect`]).
+#[derive(Clone)]
+pub(crate) struct OnConnect(pub(crate) Arc<SetupFn>);
+
+impl fmt::Debug for OnConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnConnect(..)")
+    }
+}
 
 /// Socket and TLS options the driver applies to every connection it opens.
 #[derive(Clone, Debug)]
@@ -18,6 +40,7 @@ pub(crate) struct NetOptions {
     pub(crate) keepalive: Option<Duration>,
     pub(crate) linger: Option<Duration>,
     pub(crate) tls: Option<Arc<ClientConfig>>,
+    pub(crate) on_connect: Option<OnConnect>,
 }
 
 /// Configures a [`Pool`]. Start from [`Pool::builder`]; every limit defaults to the seed's value
@@ -38,6 +61,7 @@ impl Default for Builder {
                 keepalive: None,
                 linger: None,
                 tls: None,
+                on_connect: None,
             },
         }
     }
@@ -80,8 +104,8 @@ impl Builder {
         self
     }
 
-    /// How long one resolution or one connect attempt (TCP and TLS handshake) may take
-    /// (default 30 s).
+    /// How long one resolution or one connect attempt (TCP, the TLS handshake and the
+    /// [`on_connect`](Builder::on_connect) setup) may take (default 30 s).
     #[must_use]
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
@@ -172,6 +196,40 @@ impl Builder {
     #[must_use]
     pub fn tls_config(mut self, config: Arc<ClientConfig>) -> Self {
         self.net.tls = Some(config);
+        self
+    }
+
+    /// A setup step run on every new connection (after TCP, and TLS for a TLS target) before
+    /// any checkout gets it: a login, a database selection, a protocol preface. A connection
+    /// is pooled only once its setup has finished, so no checkout ever gets one half set up,
+    /// even when the checkout that asked for it is dropped during the setup.
+    ///
+    /// The setup counts as part of the connect attempt: `connect_timeout` bounds it, and an
+    /// error it returns fails the attempt as a handshake failure
+    /// (`CheckoutError::Connect(ConnectError::Handshake)`, with this error in
+    /// [`Error::io_error`](crate::Error::io_error)); the connection is closed.
+    ///
+    /// ```
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let builder = moor_tokio::Pool::builder().on_connect(|stream, _target| {
+    ///     Box::pin(async move {
+    ///         stream.write_all(b"HELLO\n").await?;
+    ///         let mut ok = [0u8; 3];
+    ///         stream.read_exact(&mut ok).await?;
+    ///         if &ok != b"OK\n" {
+    ///             return Err(std::io::Error::other("the server refused our HELLO"));
+    ///         }
+    ///         Ok(())
+    ///     })
+    /// });
+    /// ```
+    #[must_use]
+    pub fn on_connect<F>(mut self, setup: F) -> Self
+    where
+        F: for<'a> Fn(&'a mut Stream, &'a Target) -> SetupFuture<'a> + Send + Sync + 'static,
+    {
+        self.net.on_connect = Some(OnConnect(Arc::new(setup)));
         self
     }
 

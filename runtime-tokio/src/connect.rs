@@ -11,6 +11,7 @@ use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::builder::{NetOptions, default_tls_config};
 use crate::stream::Stream;
@@ -55,17 +56,34 @@ fn shared_default_tls_config() -> Arc<ClientConfig> {
     DEFAULT.get_or_init(default_tls_config).clone()
 }
 
-/// Opens a connection to `addr` for `target`, with the pool's socket options and, for TLS
-/// targets, a verified handshake with SNI from the target's host.
+/// Opens a connection to `addr` for `target`, with the pool's socket options, a verified TLS
+/// handshake for TLS targets, and the pool's setup step if it has one.
 pub(crate) async fn open(
     net: &NetOptions,
     target: &Target,
     addr: SocketAddr,
 ) -> Result<Stream, (ConnectError, io::Error)> {
     let tcp = open_tcp(net, addr).await.map_err(|e| (classify(&e), e))?;
-    if !target.is_tls() {
-        return Ok(Stream::Tcp(tcp));
+    let mut stream = if target.is_tls() {
+        Stream::Tls(Box::new(handshake(net, target, tcp).await?))
+    } else {
+        Stream::Tcp(tcp)
+    };
+    if let Some(setup) = &net.on_connect {
+        (setup.0)(&mut stream, target)
+            .await
+            .map_err(|e| (ConnectError::Handshake, e))?;
     }
+    Ok(stream)
+}
+
+/// The TLS handshake over `tcp`, verified against the pool's configuration, with SNI from the
+/// target's host.
+async fn handshake(
+    net: &NetOptions,
+    target: &Target,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, (ConnectError, io::Error)> {
     let config = net.tls.clone().unwrap_or_else(shared_default_tls_config);
     let name = ServerName::try_from(target.host().to_owned()).map_err(|e| {
         (
@@ -73,7 +91,7 @@ pub(crate) async fn open(
             io::Error::new(io::ErrorKind::InvalidInput, e),
         )
     })?;
-    let tls = TlsConnector::from(config)
+    TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|e| {
@@ -87,8 +105,7 @@ pub(crate) async fn open(
                 e
             };
             (ConnectError::Handshake, e)
-        })?;
-    Ok(Stream::Tls(Box::new(tls)))
+        })
 }
 
 async fn open_tcp(net: &NetOptions, addr: SocketAddr) -> io::Result<TcpStream> {

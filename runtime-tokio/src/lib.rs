@@ -24,6 +24,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Per-connection setup (a login, a database selection, a protocol preface) goes in
+//! [`Builder::on_connect`]: it runs before a new connection is pooled, so no checkout ever
+//! gets one half set up.
+//!
 //! Health: a connection checked in with unread data, EOF or an error, or after its holder shut
 //! its write side down, is closed instead of kept.
 //! While a connection is idle, its socket's readiness is watched through tokio's reactor (a
@@ -46,7 +50,7 @@ mod pool;
 mod stream;
 mod target;
 
-pub use builder::{Builder, default_tls_config};
+pub use builder::{Builder, SetupFuture, default_tls_config};
 pub use checkout::{Checkout, Pooled};
 pub use error::{BuildError, Error};
 pub use pool::Pool;

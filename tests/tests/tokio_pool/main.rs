@@ -1,6 +1,6 @@
 //! The tokio adapter on real loopback sockets, one module per theme: reuse and limits, faults,
-//! TLS, cancellation, and the pool's life. Every test is bounded by a timeout and stops its
-//! servers. One test binary (shared helpers below), so the suite links once.
+//! TLS, the setup step, cancellation, and the pool's life. Every test is bounded by a timeout
+//! and stops its servers. One test binary (shared helpers below), so the suite links once.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ mod cancel;
 mod faults;
 mod lifecycle;
 mod reuse;
+mod setup;
 mod tls;
 
 /// Runs a test body with a hard time bound.

@@ -1,0 +1,142 @@
+//! The `on_connect` setup step: run once per new connection, before any checkout sees it;
+//! its failure or stall fails the attempt and leaves nothing behind.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use moor_tests::net::{Behavior, Server, exchange};
+use moor_tokio::{Builder, CheckoutError, ConnectError, FromCache, Pool};
+
+use super::*;
+
+/// A builder whose setup step does one exchange of its own (so a setup that left its reply
+/// unread would spoil the user's first exchange) and counts the setups that finished.
+fn counting_setup(delay: Duration) -> (Builder, Arc<AtomicUsize>) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let builder = Pool::builder().on_connect(move |stream, target| {
+        let counter = counter.clone();
+        Box::pin(async move {
+            assert_eq!(target.host(), "127.0.0.1", "the setup sees the target");
+            exchange(stream, b"setup").await?;
+            tokio::time::sleep(delay).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    });
+    (builder, done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_step_runs_once_per_new_connection_before_any_checkout_gets_it() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        let (builder, setups) = counting_setup(Duration::ZERO);
+        let pool = builder.max_per_key(2).build().unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        assert_eq!(setups.load(Ordering::SeqCst), 1);
+        exchange(&mut c, b"first").await.unwrap();
+        drop(c);
+        // Reused: no second setup.
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        exchange(&mut c, b"again").await.unwrap();
+        assert_eq!(setups.load(Ordering::SeqCst), 1);
+        // A second connection: its own setup.
+        let mut d = pool.get(&t).await.unwrap();
+        assert_eq!(d.from_cache(), FromCache::Fresh);
+        exchange(&mut d, b"other").await.unwrap();
+        assert_eq!(setups.load(Ordering::SeqCst), 2);
+        assert_eq!(server.accepted(), 2);
+        drop((c, d));
+        pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_setup_fails_the_checkout_as_a_handshake_and_closes_the_connection() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        let pool = Pool::builder()
+            .on_connect(|_, _| {
+                Box::pin(async {
+                    Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "wrong password",
+                    ))
+                })
+            })
+            .build()
+            .unwrap();
+        let err = pool.get(&t).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            CheckoutError::Connect(ConnectError::Handshake),
+            "{err}"
+        );
+        let cause = err.io_error().expect("the setup's error");
+        assert_eq!(cause.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().ends_with("wrong password"), "{err}");
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+        assert_eq!(server.accepted(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_that_never_finishes_is_cut_off_at_the_connect_timeout() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        let connect_timeout = Duration::from_millis(100);
+        let pool = Pool::builder()
+            .connect_timeout(connect_timeout)
+            .on_connect(|_, _| Box::pin(std::future::pending()))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let err = pool.get(&t).await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(started.elapsed() >= connect_timeout);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_dropped_during_the_setup_never_leaves_a_half_set_up_connection() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        let (builder, setups) = counting_setup(Duration::from_millis(100));
+        let pool = builder.build().unwrap();
+        // Started, then dropped while its connection is being set up.
+        let mut first = pool.get(&t);
+        assert!(!poll_in_place(&mut first));
+        eventually(5, "the connection to reach the server", || {
+            server.accepted() == 1
+        })
+        .await;
+        drop(first);
+        // Whatever the pool did with that connection (kept it or closed it), the next
+        // checkout gets one whose setup has finished: exactly one setup per connection made.
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(setups.load(Ordering::SeqCst), server.accepted());
+        exchange(&mut c, b"clean").await.unwrap();
+        drop(c);
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (1, 1), "{s:?}");
+        pool.shutdown().await;
+    })
+    .await;
+}
