@@ -207,7 +207,8 @@ impl Builder {
     /// The setup counts as part of the connect attempt: `connect_timeout` bounds it, and an
     /// error it returns fails the attempt as a handshake failure
     /// (`CheckoutError::Connect(ConnectError::Handshake)`, with this error in
-    /// [`Error::io_error`](crate::Error::io_error)); the connection is closed.
+    /// [`Error::io_error`](crate::Error::io_error)); the connection is closed. A panic in the
+    /// step fails the attempt the same way, with the panic's message.
     ///
     /// ```
     /// use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,9 +1,12 @@
 //! The driver's two slow actions, each run as its own task: resolving a host and opening a
 //! connection (TCP, then TLS when the target asks for it).
 
+use std::any::Any;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 
 use moor_core::pool::{ConnectError, ResolveError};
 use rustls::ClientConfig;
@@ -13,7 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::builder::{NetOptions, default_tls_config};
+use crate::builder::{NetOptions, OnConnect, default_tls_config};
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -70,11 +73,32 @@ pub(crate) async fn open(
         Stream::Tcp(tcp)
     };
     if let Some(setup) = &net.on_connect {
-        (setup.0)(&mut stream, target)
+        run_setup(setup, &mut stream, target)
             .await
             .map_err(|e| (ConnectError::Handshake, e))?;
     }
     Ok(stream)
+}
+
+/// Runs the caller's setup step. A panic in it becomes this attempt's error: unwinding out of
+/// the connect task would leave the checkouts waiting for it until the connect timeout, with
+/// no word of why.
+async fn run_setup(setup: &OnConnect, stream: &mut Stream, target: &Target) -> io::Result<()> {
+    let panicked = |payload: Box<dyn Any + Send>| {
+        let text = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        io::Error::other(format!("the on_connect setup panicked: {text}"))
+    };
+    // Calling the step happens inside the first poll, so a panic there is caught too.
+    let mut setup = std::pin::pin!(async { (setup.0)(stream, target).await });
+    std::future::poll_fn(|cx| {
+        catch_unwind(AssertUnwindSafe(|| setup.as_mut().poll(cx)))
+            .unwrap_or_else(|payload| Poll::Ready(Err(panicked(payload))))
+    })
+    .await
 }
 
 /// The TLS handshake over `tcp`, verified against the pool's configuration, with SNI from the

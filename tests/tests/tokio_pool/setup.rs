@@ -85,8 +85,10 @@ async fn a_failing_setup_fails_the_checkout_as_a_handshake_and_closes_the_connec
         assert!(err.to_string().ends_with("wrong password"), "{err}");
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        // The attempt reached the server (which may accept after the client gave up), and
+        // the server sees it closed.
+        eventually(5, "the server to accept it", || server.accepted() == 1).await;
         eventually(5, "the server to see it close", || server.live() == 0).await;
-        assert_eq!(server.accepted(), 1);
     })
     .await;
 }
@@ -108,6 +110,7 @@ async fn a_setup_that_never_finishes_is_cut_off_at_the_connect_timeout() {
         assert!(started.elapsed() >= connect_timeout);
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        eventually(5, "the server to accept it", || server.accepted() == 1).await;
         eventually(5, "the server to see it close", || server.live() == 0).await;
     })
     .await;
@@ -137,6 +140,52 @@ async fn a_checkout_dropped_during_the_setup_never_leaves_a_half_set_up_connecti
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.idle), (1, 1), "{s:?}");
         pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setup_that_panics_fails_the_checkout_at_once_with_the_panic_message() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let t = target(&server);
+        // The default connect timeout is 30 s: only an answer from the attempt itself can
+        // end this checkout within the test's bound.
+        let pool = Pool::builder()
+            .on_connect(|_, target| {
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    panic!("bad setup for {target}");
+                })
+            })
+            .build()
+            .unwrap();
+        let err = pool.get(&t).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            CheckoutError::Connect(ConnectError::Handshake),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with(&format!("the on_connect setup panicked: bad setup for {t}")),
+            "{err}"
+        );
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        eventually(5, "the server to accept it", || server.accepted() == 1).await;
+        eventually(5, "the server to see it close", || server.live() == 0).await;
+        // A panic when the setup is called, before any future exists: the same.
+        let pool = Pool::builder()
+            .on_connect(|_, _| panic!("no future at all"))
+            .build()
+            .unwrap();
+        let err = pool.get(&t).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("the on_connect setup panicked: no future at all"),
+            "{err}"
+        );
     })
     .await;
 }
