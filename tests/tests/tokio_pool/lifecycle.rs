@@ -99,6 +99,8 @@ fn the_public_types_cross_tasks_and_threads() {
     send_sync::<moor_tokio::Pooled>();
     send_sync::<moor_tokio::Error>();
     send_sync::<BuildError>();
+    send_sync::<moor_tokio::Builder>();
+    send_sync::<moor_tokio::Stream>();
     fn send<T: Send>(_: &T) {}
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
