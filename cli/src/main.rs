@@ -9,11 +9,15 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use moor_tokio::rustls;
+use moor_tokio::rustls::pki_types::{PrivateKeyDer, ServerName};
+use moor_tokio::tokio_rustls::{TlsAcceptor, TlsConnector};
 use moor_tokio::{Pool, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -46,6 +50,10 @@ enum Command {
         /// stderr, in place of the progress bar.
         #[arg(short, long)]
         verbose: bool,
+        /// Speak TLS, with a certificate made for this run and trusted only by its client: a
+        /// fresh connection then also pays a TLS handshake.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -70,6 +78,7 @@ fn main() -> ExitCode {
             tasks,
             pool_size,
             verbose,
+            tls,
         } => {
             if verbose {
                 tracing_subscriber::fmt()
@@ -77,7 +86,7 @@ fn main() -> ExitCode {
                     .with_writer(std::io::stderr)
                     .init();
             }
-            rt.block_on(demo(exchanges, tasks, pool_size, verbose))
+            rt.block_on(demo(exchanges, tasks, pool_size, verbose, tls))
         }
     };
     match result {
@@ -89,10 +98,50 @@ fn main() -> ExitCode {
     }
 }
 
+/// The demo's TLS: a self-signed certificate for 127.0.0.1 made on the spot (rcgen), the
+/// server's acceptor, and a client configuration that trusts exactly that certificate.
+struct Tls {
+    acceptor: TlsAcceptor,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    fn new() -> Result<Tls, Box<dyn std::error::Error>> {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert)?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            client: Arc::new(client),
+        })
+    }
+}
+
+/// Echoes 16-byte requests until the client goes.
+async fn echo<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut s: S) {
+    let mut buf = [0u8; 16];
+    while s.read_exact(&mut buf).await.is_ok() {
+        if s.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// A loopback server answering each 16-byte request with the same 16 bytes, on as many
-/// requests per connection as the client sends. Listens with a backlog of 4096, so bursts of
-/// fresh connections do not overflow the accept queue.
-fn start_server() -> std::io::Result<SocketAddr> {
+/// requests per connection as the client sends (over TLS when given an acceptor). Listens
+/// with a backlog of 4096, so bursts of fresh connections do not overflow the accept queue.
+fn start_server(tls: Option<TlsAcceptor>) -> std::io::Result<SocketAddr> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
@@ -102,14 +151,17 @@ fn start_server() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::from_std(socket.into())?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
+        while let Ok((s, _)) = listener.accept().await {
             let _ = s.set_nodelay(true);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 16];
-                while s.read_exact(&mut buf).await.is_ok() {
-                    if s.write_all(&buf).await.is_err() {
-                        break;
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(s).await {
+                            echo(s).await;
+                        }
                     }
+                    None => echo(s).await,
                 }
             });
         }
@@ -147,12 +199,14 @@ fn bar(total: usize, label: &str, verbose: bool) -> ProgressBar {
     pb
 }
 
-/// Runs `total` exchanges over `tasks` tasks; `pooled` picks the pool or a fresh connection.
+/// Runs `total` exchanges over `tasks` tasks, through the pool or, without one, each on a
+/// fresh connection (a TLS one with `tls`).
 async fn run(
     total: usize,
     tasks: usize,
     pool: Option<(&Pool, &Target)>,
     addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
     pb: &ProgressBar,
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let start = Instant::now();
@@ -160,6 +214,7 @@ async fn run(
     for i in 0..tasks {
         let n = total / tasks + usize::from(i < total % tasks);
         let pool = pool.map(|(p, t)| (p.clone(), t.clone()));
+        let tls = tls.map(|config| TlsConnector::from(config.clone()));
         let pb = pb.clone();
         set.spawn(async move {
             for _ in 0..n {
@@ -171,7 +226,13 @@ async fn run(
                         // Close with a reset: thousands of closes in a row would otherwise
                         // leave as many client ports in TIME_WAIT and make a second run fail.
                         socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
-                        exchange(&mut s).await?;
+                        match &tls {
+                            Some(connector) => {
+                                let name = ServerName::IpAddress(addr.ip().into());
+                                exchange(&mut connector.connect(name, s).await?).await?;
+                            }
+                            None => exchange(&mut s).await?,
+                        }
                     }
                 }
                 pb.inc(1);
@@ -191,19 +252,30 @@ async fn demo(
     tasks: usize,
     pool_size: usize,
     verbose: bool,
+    tls: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let addr = start_server()?;
-    println!("moor demo: {exchanges} request/response exchanges, {tasks} tasks, server {addr}");
-    let pool = Pool::builder()
+    let tls = tls.then(Tls::new).transpose()?;
+    let addr = start_server(tls.as_ref().map(|t| t.acceptor.clone()))?;
+    let over = if tls.is_some() { "TLS" } else { "TCP" };
+    println!(
+        "moor demo: {exchanges} request/response exchanges over {over}, {tasks} tasks, server {addr}"
+    );
+    let mut builder = Pool::builder()
         .max_per_key(pool_size)
-        .max_open(pool_size.max(128))
-        .build()?;
-    let target = Target::new("tcp", "127.0.0.1", addr.port());
+        .max_open(pool_size.max(128));
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.client.clone());
+    }
+    let pool = builder.build()?;
+    let scheme = if tls.is_some() { "tls" } else { "tcp" };
+    let target = Target::new(scheme, "127.0.0.1", addr.port());
+    let client_tls = tls.as_ref().map(|t| &t.client);
     let pooled = run(
         exchanges,
         tasks,
         Some((&pool, &target)),
         addr,
+        client_tls,
         &bar(exchanges, "pooled", verbose),
     )
     .await?;
@@ -212,6 +284,7 @@ async fn demo(
         tasks,
         None,
         addr,
+        client_tls,
         &bar(exchanges, "fresh", verbose),
     )
     .await?;

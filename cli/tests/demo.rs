@@ -1,4 +1,5 @@
-//! The `moor` binary as a user runs it: a small demo with piped output, and bad arguments.
+//! The `moor` binary as a user runs it: a small demo with piped output, over TCP and TLS, and
+//! bad arguments.
 
 use std::process::{Command, Output};
 
@@ -55,6 +56,45 @@ fn a_small_demo_reports_both_rates_and_the_pool_stats_without_a_progress_bar_whe
     assert!((1..=2).contains(&fresh), "{stats}");
     assert_eq!(hits + fresh, 300, "{stats}");
     assert!(open <= 2 && idle == open, "{stats}");
+}
+
+#[test]
+fn the_tls_demo_pools_verified_tls_connections() {
+    let out = moor(&[
+        "demo",
+        "--tls",
+        "--exchanges",
+        "200",
+        "--tasks",
+        "2",
+        "--pool-size",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("moor demo: 200 request/response exchanges over TLS"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("speedup: "), "{stdout}");
+    // Every exchange was answered (the echo is checked), at most 2 TLS connections made.
+    let stats = stdout
+        .lines()
+        .find(|l| l.starts_with("pool: "))
+        .expect("a stats line");
+    let numbers: Vec<usize> = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [hits, _, _, fresh, ..] = numbers[..] else {
+        panic!("unexpected stats line: {stats}");
+    };
+    assert!((1..=2).contains(&fresh), "{stats}");
+    assert_eq!(hits + fresh, 200, "{stats}");
 }
 
 #[test]
