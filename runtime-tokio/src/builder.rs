@@ -202,7 +202,9 @@ impl Builder {
     /// A setup step run on every new connection (after TCP, and TLS for a TLS target) before
     /// any checkout gets it: a login, a database selection, a protocol preface. A connection
     /// is pooled only once its setup has finished, so no checkout ever gets one half set up,
-    /// even when the checkout that asked for it is dropped during the setup.
+    /// even when the checkout that asked for it is dropped during the setup. A server that
+    /// speaks first (an SMTP or MySQL greeting) needs one: read the greeting here, or the pool
+    /// takes it for data nobody asked for and closes an idle connection that holds it.
     ///
     /// The setup counts as part of the connect attempt: `connect_timeout` bounds it, and an
     /// error it returns fails the attempt as a handshake failure
