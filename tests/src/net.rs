@@ -66,6 +66,9 @@ pub enum Behavior {
     Hold,
     /// Reads once (a request, a ClientHello) and closes without a word.
     HangUp,
+    /// Speaks first: writes `hello\n` on accepting (as SMTP or MySQL servers greet), then
+    /// echoes.
+    Greet,
 }
 
 /// Connection counts a server keeps.
@@ -193,6 +196,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavi
         Behavior::HangUp => {
             let _ = s.read(&mut buf).await;
             return;
+        }
+        Behavior::Greet => {
+            if s.write_all(b"hello\n").await.is_err() {
+                return;
+            }
         }
         _ => {}
     }

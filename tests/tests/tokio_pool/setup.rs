@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use moor_tests::net::{Behavior, Server, exchange};
 use moor_tokio::{Builder, CheckoutError, ConnectError, FromCache, Pool};
+use tokio::io::AsyncReadExt;
 
 use super::*;
 
@@ -186,6 +187,37 @@ async fn a_setup_that_panics_fails_the_checkout_at_once_with_the_panic_message()
                 .ends_with("the on_connect setup panicked: no future at all"),
             "{err}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_speaks_first_is_pooled_when_the_setup_reads_its_greeting() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Greet);
+        let t = target(&server);
+        let pool = Pool::builder()
+            .on_connect(|stream, _| {
+                Box::pin(async move {
+                    let mut greeting = [0u8; 6];
+                    stream.read_exact(&mut greeting).await?;
+                    assert_eq!(&greeting, b"hello\n");
+                    Ok(())
+                })
+            })
+            .build()
+            .unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"request").await.unwrap();
+        drop(c);
+        // Idle, with nothing unread: it stays, and the next checkout reuses it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = pool.stats();
+        assert_eq!((s.total.open, s.total.idle), (1, 1), "{s:?}");
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        exchange(&mut c, b"again").await.unwrap();
+        assert_eq!(server.accepted(), 1);
     })
     .await;
 }
