@@ -197,11 +197,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavi
             let _ = s.read(&mut buf).await;
             return;
         }
-        Behavior::Greet => {
-            if s.write_all(b"hello\n").await.is_err() {
-                return;
-            }
-        }
+        Behavior::Greet if s.write_all(b"hello\n").await.is_err() => return,
         _ => {}
     }
     let quiet = match behavior {
