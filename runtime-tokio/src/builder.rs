@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use moor_core::ConfigError;
 use moor_core::pool::{Config, Reuse};
 use rustls::ClientConfig;
 
@@ -41,6 +42,34 @@ pub(crate) struct NetOptions {
     pub(crate) linger: Option<Duration>,
     pub(crate) tls: Option<Arc<ClientConfig>>,
     pub(crate) on_connect: Option<OnConnect>,
+}
+
+impl NetOptions {
+    /// Refuses socket options the operating system would refuse on every connect (keepalive
+    /// outside 1–32,767 s, Linux's range) or would change without a word: both are set in
+    /// whole seconds, and a sub-second linger would become zero, turning every close into a
+    /// reset.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let whole_seconds =
+            |d: Duration, max_secs: u64| d.subsec_nanos() == 0 && d.as_secs() <= max_secs;
+        if let Some(idle) = self.keepalive
+            && !(idle >= Duration::from_secs(1) && whole_seconds(idle, 32_767))
+        {
+            return Err(ConfigError::OutOfRange {
+                field: "keepalive",
+                expected: "a whole number of seconds from 1 s to 32,767 s",
+            });
+        }
+        if let Some(linger) = self.linger
+            && !whole_seconds(linger, 65_535)
+        {
+            return Err(ConfigError::OutOfRange {
+                field: "linger",
+                expected: "a whole number of seconds up to 65,535 s (zero: close with a reset)",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Configures a [`Pool`]. Start from [`Pool::builder`]; every limit defaults to the seed's value
@@ -149,15 +178,17 @@ impl Builder {
         self
     }
 
-    /// Turns TCP keepalive on with this idle time before the first probe (default: off).
+    /// Turns TCP keepalive on with this idle time before the first probe (default: off): a
+    /// whole number of seconds from 1 s to 32,767 s.
     #[must_use]
     pub fn keepalive(mut self, idle: Option<Duration>) -> Self {
         self.net.keepalive = idle;
         self
     }
 
-    /// Sets `SO_LINGER` (default: unset). `Some(Duration::ZERO)` makes a close a reset, which
-    /// leaves no `TIME_WAIT` behind on very high connection churn.
+    /// Sets `SO_LINGER` (default: unset), a whole number of seconds up to 65,535 s.
+    /// `Some(Duration::ZERO)` makes a close a reset, which leaves no `TIME_WAIT` behind on very
+    /// high connection churn.
     #[must_use]
     pub fn linger(mut self, linger: Option<Duration>) -> Self {
         self.net.linger = linger;
@@ -240,9 +271,12 @@ impl Builder {
     /// down if that runtime does; see [`Pool`]).
     ///
     /// # Errors
-    /// [`BuildError::Config`] if the core refuses the limits, [`BuildError::NoRuntime`] outside
-    /// a tokio runtime.
+    /// [`BuildError::Config`] if the core refuses the limits or a socket option is out of its
+    /// range (checked first, so a runtime is not needed to learn it), [`BuildError::NoRuntime`]
+    /// outside a tokio runtime.
     pub fn build(self) -> Result<Pool, BuildError> {
+        self.config.validate().map_err(BuildError::Config)?;
+        self.net.validate().map_err(BuildError::Config)?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         Pool::start(self.config, self.net, rt).map_err(BuildError::Config)
     }

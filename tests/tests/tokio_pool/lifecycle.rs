@@ -78,15 +78,50 @@ fn build_errors_are_clear_and_need_no_runtime_to_report() {
     let err = Pool::builder().build().unwrap_err();
     assert_eq!(err, BuildError::NoRuntime);
     assert!(err.to_string().contains("tokio runtime"), "{err}");
-    // A limit the core refuses.
+    // A limit the core refuses, and socket options the OS would refuse on every connect or
+    // change silently (a 500 ms linger would become 0: a reset on every close): each is
+    // reported by name, before the runtime is looked for.
+    let secs = Duration::from_secs;
+    let cases: [(moor_tokio::Builder, &str); 7] = [
+        (
+            Pool::builder().max_per_key(0),
+            "`max_per_key` must be greater than zero",
+        ),
+        (
+            Pool::builder().keepalive(Some(Duration::ZERO)),
+            "`keepalive` must be",
+        ),
+        (
+            Pool::builder().keepalive(Some(Duration::from_millis(1500))),
+            "`keepalive`",
+        ),
+        (Pool::builder().keepalive(Some(secs(32_768))), "`keepalive`"),
+        (
+            Pool::builder().linger(Some(Duration::from_millis(500))),
+            "`linger` must be",
+        ),
+        (Pool::builder().linger(Some(secs(1 << 31))), "`linger`"),
+        (Pool::builder().linger(Some(Duration::MAX)), "`linger`"),
+    ];
+    for (builder, text) in cases {
+        let err = builder.build().unwrap_err();
+        assert!(matches!(err, BuildError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains(text), "{err}");
+    }
+    // The bounds themselves are fine (and reach the socket: see socket_options_reach_the_socket).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let err = Pool::builder().max_per_key(0).build().unwrap_err();
-        assert!(matches!(err, BuildError::Config(_)), "{err:?}");
-        assert!(err.to_string().contains("max_per_key"), "{err}");
+        for builder in [
+            Pool::builder().keepalive(Some(secs(1))),
+            Pool::builder().keepalive(Some(secs(32_767))),
+            Pool::builder().linger(Some(Duration::ZERO)),
+            Pool::builder().linger(Some(secs(65_535))),
+        ] {
+            builder.build().unwrap();
+        }
     });
 }
 
