@@ -26,18 +26,28 @@ async fn shutdown_fails_every_waiter_and_closes_everything() {
             pool.stats().total.waiters == 10
         })
         .await;
-        let shutdown = {
+        // Two shutdowns at once (say, two parts of a program winding down): both wait.
+        let shutdowns = [(); 2].map(|()| {
             let pool = pool.clone();
             tokio::spawn(async move { pool.shutdown().await })
-        };
+        });
         for w in waiters {
             let err = w.await.unwrap().unwrap_err();
             assert!(err.is_shutdown(), "{err}");
         }
-        assert!(!shutdown.is_finished(), "a leased connection is still out");
+        assert!(
+            shutdowns.iter().all(|s| !s.is_finished()),
+            "a leased connection is still out"
+        );
         drop(held);
-        shutdown.await.unwrap();
+        for shutdown in shutdowns {
+            shutdown.await.unwrap();
+        }
         assert_eq!(pool.stats().total.open, 0);
+        // Once drained, another shutdown returns at once.
+        tokio::time::timeout(Duration::from_secs(1), pool.shutdown())
+            .await
+            .expect("a drained pool's shutdown does not wait");
         assert!(pool.get(&t).await.unwrap_err().is_shutdown());
         eventually(5, "server to see the close", || server.live() == 0).await;
     })
