@@ -57,7 +57,9 @@ impl Target {
     }
 
     /// The same target, dedicated to `(scheme, host, port)` behind it (a proxy connection):
-    /// such connections are never shared with checkouts for another `for` target.
+    /// such connections are never shared with checkouts for another `for` target. An
+    /// [`on_connect`](crate::Builder::on_connect) step can read it back
+    /// ([`Target::for_target`]) to open the tunnel, such as an HTTP `CONNECT`.
     #[must_use]
     pub fn with_for(&self, scheme: &str, host: &str, port: u16) -> Target {
         let p = &self.0;
@@ -163,6 +165,16 @@ impl Target {
     /// The port.
     pub fn port(&self) -> u16 {
         self.0.port
+    }
+
+    /// The `(scheme, host, port)` this target's connections are dedicated to (set with
+    /// [`Target::with_for`]), if any: for a proxy, where an
+    /// [`on_connect`](crate::Builder::on_connect) step asks it to tunnel to.
+    pub fn for_target(&self) -> Option<(&str, &str, u16)> {
+        self.0
+            .for_target
+            .as_ref()
+            .map(|(scheme, host, port)| (&**scheme, &**host, *port))
     }
 
     /// Whether connections to this target speak TLS (scheme `https` or `tls`).
@@ -321,6 +333,13 @@ mod tests {
         assert_ne!(
             Target::new("http", "h", 1),
             Target::new("http", "h", 1).with_for("http", "x", 2)
+        );
+        assert_eq!(Target::new("http", "h", 1).for_target(), None);
+        assert_eq!(
+            Target::new("http", "h", 1)
+                .with_for("HTTPS", "X", 2)
+                .for_target(),
+            Some(("https", "x", 2))
         );
     }
 

@@ -69,6 +69,9 @@ pub enum Behavior {
     /// Speaks first: writes `hello\n` on accepting (as SMTP or MySQL servers greet), then
     /// echoes.
     Greet,
+    /// An HTTP `CONNECT` proxy that tunnels to loopback addresses only (`CONNECT
+    /// 127.0.0.1:port`); any other destination gets `403 Forbidden` and a close.
+    Proxy,
 }
 
 /// Connection counts a server keeps.
@@ -198,6 +201,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavi
             return;
         }
         Behavior::Greet if s.write_all(b"hello\n").await.is_err() => return,
+        Behavior::Proxy => return tunnel(s).await,
         _ => {}
     }
     let quiet = match behavior {
@@ -226,6 +230,49 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavi
             return;
         }
     }
+}
+
+/// The proxy's side of a `CONNECT`: reads the request head, connects to the destination if it
+/// is a loopback address, answers, then copies bytes both ways until either side closes.
+async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let Ok(head) = read_head(&mut s).await else {
+        return;
+    };
+    let destination = head
+        .strip_prefix("CONNECT ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|authority| authority.parse::<SocketAddr>().ok())
+        .filter(|addr| addr.ip().is_loopback());
+    let Some(destination) = destination else {
+        let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+        return;
+    };
+    let Ok(mut upstream) = TcpStream::connect(destination).await else {
+        let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+        return;
+    };
+    if s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_ok()
+    {
+        let _ = tokio::io::copy_bidirectional(&mut s, &mut upstream).await;
+    }
+}
+
+/// Reads an HTTP message head (up to the blank line, at most 8 KiB) one byte at a time, so
+/// nothing after it is consumed.
+///
+/// # Errors
+/// The stream's error, `UnexpectedEof`, or `InvalidData` for a head too long or not UTF-8.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() == 8192 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too long"));
+        }
+        head.push(s.read_u8().await?);
+    }
+    String::from_utf8(head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Makes the coming close of a socket a reset (`SO_LINGER` 0).

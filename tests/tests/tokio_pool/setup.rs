@@ -1,14 +1,15 @@
 //! The `on_connect` setup step: run once per new connection, before any checkout sees it;
-//! its failure or stall fails the attempt and leaves nothing behind.
+//! its failure or stall fails the attempt and leaves nothing behind. With the "for" target, it
+//! opens tunnels through an HTTP `CONNECT` proxy.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use moor_tests::net::{Behavior, Server, exchange};
+use moor_tests::net::{Behavior, Server, exchange, read_head};
 use moor_tokio::{Builder, CheckoutError, ConnectError, FromCache, Pool};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
@@ -218,6 +219,70 @@ async fn a_server_that_speaks_first_is_pooled_when_the_setup_reads_its_greeting(
         assert_eq!(c.from_cache(), FromCache::Immediate);
         exchange(&mut c, b"again").await.unwrap();
         assert_eq!(server.accepted(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_connect_proxy_each_destination_gets_its_own_reused_tunnels() {
+    bounded(10, async {
+        let (a, b) = (Server::start(Behavior::Echo), Server::start(Behavior::Echo));
+        let proxy = Server::start(Behavior::Proxy);
+        // The seed's "for" target: connections to the proxy, dedicated to one destination.
+        let via = target(&proxy);
+        let to_a = via.with_for("tcp", "127.0.0.1", a.addr.port());
+        let to_b = via.with_for("tcp", "127.0.0.1", b.addr.port());
+        let pool = Pool::builder()
+            .on_connect(|stream, target| {
+                Box::pin(async move {
+                    let Some((_, host, port)) = target.for_target() else {
+                        return Ok(());
+                    };
+                    let authority = format!("{host}:{port}");
+                    let request =
+                        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+                    stream.write_all(request.as_bytes()).await?;
+                    let head = read_head(stream).await?;
+                    if !head.starts_with("HTTP/1.1 200 ") {
+                        let status = head.lines().next().unwrap_or_default().to_owned();
+                        return Err(io::Error::other(format!("the proxy refused: {status}")));
+                    }
+                    Ok(())
+                })
+            })
+            .build()
+            .unwrap();
+        let mut c = pool.get(&to_a).await.unwrap();
+        exchange(&mut c, b"to a").await.unwrap();
+        drop(c);
+        // Another destination through the same proxy: not a's tunnel, a new one.
+        let mut c = pool.get(&to_b).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Fresh);
+        exchange(&mut c, b"to b").await.unwrap();
+        drop(c);
+        // Back to a: its tunnel, reused.
+        let mut c = pool.get(&to_a).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        exchange(&mut c, b"a again").await.unwrap();
+        drop(c);
+        assert_eq!((a.accepted(), b.accepted(), proxy.accepted()), (1, 1, 2));
+        assert_eq!(pool.key_stats(&to_a).idle, 1);
+        assert_eq!(pool.key_stats(&to_b).idle, 1);
+        // A destination the proxy refuses: the setup's error, as a handshake failure.
+        let refused = via.with_for("tcp", "192.0.2.1", 80);
+        let err = pool.get(&refused).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            CheckoutError::Connect(ConnectError::Handshake),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("the proxy refused: HTTP/1.1 403 Forbidden"),
+            "{err}"
+        );
+        assert_eq!(pool.key_stats(&refused).open, 0);
+        pool.shutdown().await;
     })
     .await;
 }
