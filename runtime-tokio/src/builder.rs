@@ -202,6 +202,9 @@ impl Builder {
     /// every pool of the process), and so its session cache: a new connection to a server
     /// resumes an earlier connection's TLS session instead of doing a full handshake.
     ///
+    /// A client certificate for servers that ask for one (mutual TLS) goes on the
+    /// configuration too (`with_client_auth_cert` in place of `with_no_client_auth`).
+    ///
     /// To negotiate an application protocol, set the configuration's `alpn_protocols`; each
     /// guard tells the server's choice ([`Stream::alpn_protocol`](crate::Stream::alpn_protocol)).
     /// Every checkout of a target may get any of its connections, so offer the same protocols
