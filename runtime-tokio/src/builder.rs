@@ -17,11 +17,11 @@ use crate::pool::Pool;
 use crate::stream::Stream;
 use crate::target::Target;
 
-/// The future a [`Builder::on_connect`] setup step returns.
-pub type SetupFuture<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
+/// The future a [`Builder::on_connect`] setup step returns: the stream to pool.
+pub type SetupFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send + 'a>>;
 
 /// The shape of a setup step: the new connection and the target it was opened for.
-type SetupFn = dyn for<'a> Fn(&'a mut Stream, &'a Target) -> SetupFuture<'a> + Send + Sync;
+type SetupFn = dyn for<'a> Fn(Stream, &'a Target) -> SetupFuture<'a> + Send + Sync;
 
 /// A setup step run on every new connection (see [`Builder::on_connect`]).
 #[derive(Clone)]
@@ -240,6 +240,11 @@ impl Builder {
     /// speaks first (an SMTP or MySQL greeting) needs one: read the greeting here, or the pool
     /// takes it for data nobody asked for and closes an idle connection that holds it.
     ///
+    /// The step takes the stream and gives back the one to pool, so it may also replace it: a
+    /// STARTTLS upgrade, or TLS to the destination inside a proxy's tunnel (see
+    /// [`Target::for_target`](crate::Target::for_target)), each a [`Stream::Tls`] over the same
+    /// socket.
+    ///
     /// The setup counts as part of the connect attempt: `connect_timeout` bounds it, and an
     /// error it returns fails the attempt as a handshake failure
     /// (`CheckoutError::Connect(ConnectError::Handshake)`, with this error in
@@ -249,7 +254,7 @@ impl Builder {
     /// ```
     /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
     ///
-    /// let builder = moor_tokio::Pool::builder().on_connect(|stream, _target| {
+    /// let builder = moor_tokio::Pool::builder().on_connect(|mut stream, _target| {
     ///     Box::pin(async move {
     ///         stream.write_all(b"HELLO\n").await?;
     ///         let mut ok = [0u8; 3];
@@ -257,14 +262,14 @@ impl Builder {
     ///         if &ok != b"OK\n" {
     ///             return Err(std::io::Error::other("the server refused our HELLO"));
     ///         }
-    ///         Ok(())
+    ///         Ok(stream)
     ///     })
     /// });
     /// ```
     #[must_use]
     pub fn on_connect<F>(mut self, setup: F) -> Self
     where
-        F: for<'a> Fn(&'a mut Stream, &'a Target) -> SetupFuture<'a> + Send + Sync + 'static,
+        F: for<'a> Fn(Stream, &'a Target) -> SetupFuture<'a> + Send + Sync + 'static,
     {
         self.net.on_connect = Some(OnConnect(Arc::new(setup)));
         self

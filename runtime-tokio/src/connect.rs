@@ -67,23 +67,23 @@ pub(crate) async fn open(
     addr: SocketAddr,
 ) -> Result<Stream, (ConnectError, io::Error)> {
     let tcp = open_tcp(net, addr).await.map_err(|e| (classify(&e), e))?;
-    let mut stream = if target.is_tls() {
+    let stream = if target.is_tls() {
         Stream::Tls(Box::new(handshake(net, target, tcp).await?))
     } else {
         Stream::Tcp(tcp)
     };
-    if let Some(setup) = &net.on_connect {
-        run_setup(setup, &mut stream, target)
+    match &net.on_connect {
+        Some(setup) => run_setup(setup, stream, target)
             .await
-            .map_err(|e| (ConnectError::Handshake, e))?;
+            .map_err(|e| (ConnectError::Handshake, e)),
+        None => Ok(stream),
     }
-    Ok(stream)
 }
 
 /// Runs the caller's setup step. A panic in it becomes this attempt's error: unwinding out of
 /// the connect task would leave the checkouts waiting for it until the connect timeout, with
 /// no word of why.
-async fn run_setup(setup: &OnConnect, stream: &mut Stream, target: &Target) -> io::Result<()> {
+async fn run_setup(setup: &OnConnect, stream: Stream, target: &Target) -> io::Result<Stream> {
     let panicked = |payload: Box<dyn Any + Send>| {
         let text = payload
             .downcast_ref::<&str>()

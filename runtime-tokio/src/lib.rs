@@ -24,9 +24,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Per-connection setup (a login, a database selection, a protocol preface) goes in
-//! [`Builder::on_connect`]: it runs before a new connection is pooled, so no checkout ever
-//! gets one half set up.
+//! Per-connection setup (a login, a database selection, a protocol preface, a STARTTLS
+//! upgrade, a tunnel through a proxy) goes in [`Builder::on_connect`]: it runs before a new
+//! connection is pooled, so no checkout ever gets one half set up.
 //!
 //! Health: a connection checked in with unread data, EOF or an error, or after its holder shut
 //! its write side down, is closed instead of kept.

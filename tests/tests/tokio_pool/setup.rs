@@ -1,14 +1,16 @@
 //! The `on_connect` setup step: run once per new connection, before any checkout sees it;
 //! its failure or stall fails the attempt and leaves nothing behind. With the "for" target, it
-//! opens tunnels through an HTTP `CONNECT` proxy.
+//! opens tunnels through an HTTP `CONNECT` proxy, and TLS inside them.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use moor_tests::net::{Behavior, Server, exchange, read_head};
-use moor_tokio::{Builder, CheckoutError, ConnectError, FromCache, Pool};
+use moor_tests::net::{Behavior, Server, exchange, read_head, tls_pair};
+use moor_tokio::rustls::{self, pki_types::ServerName};
+use moor_tokio::tokio_rustls::TlsConnector;
+use moor_tokio::{Builder, CheckoutError, ConnectError, FromCache, Pool, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
@@ -18,17 +20,47 @@ use super::*;
 fn counting_setup(delay: Duration) -> (Builder, Arc<AtomicUsize>) {
     let done = Arc::new(AtomicUsize::new(0));
     let counter = done.clone();
-    let builder = Pool::builder().on_connect(move |stream, target| {
+    let builder = Pool::builder().on_connect(move |mut stream, target| {
         let counter = counter.clone();
         Box::pin(async move {
             assert_eq!(target.host(), "127.0.0.1", "the setup sees the target");
-            exchange(stream, b"setup").await?;
+            exchange(&mut stream, b"setup").await?;
             tokio::time::sleep(delay).await;
             counter.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Ok(stream)
         })
     });
     (builder, done)
+}
+
+/// A setup step for targets dedicated to a destination behind an HTTP `CONNECT` proxy: asks
+/// the proxy for a tunnel to `for_target()`, then, for an `https` destination, starts TLS to it
+/// inside the tunnel with `tls` and hands that stream back.
+fn through_proxy(builder: Builder, tls: Option<Arc<rustls::ClientConfig>>) -> Builder {
+    builder.on_connect(move |mut stream, target| {
+        let tls = tls.clone();
+        Box::pin(async move {
+            let Some((scheme, host, port)) = target.for_target() else {
+                return Ok(stream);
+            };
+            let authority = format!("{host}:{port}");
+            let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            let head = read_head(&mut stream).await?;
+            if !head.starts_with("HTTP/1.1 200 ") {
+                let status = head.lines().next().unwrap_or_default().to_owned();
+                return Err(io::Error::other(format!("the proxy refused: {status}")));
+            }
+            match (scheme, tls, stream) {
+                ("https", Some(config), Stream::Tcp(tunnel)) => {
+                    let name = ServerName::try_from(host.to_owned()).map_err(io::Error::other)?;
+                    let tls = TlsConnector::from(config).connect(name, tunnel).await?;
+                    Ok(Stream::Tls(Box::new(tls)))
+                }
+                (_, _, stream) => Ok(stream),
+            }
+        })
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,12 +230,12 @@ async fn a_server_that_speaks_first_is_pooled_when_the_setup_reads_its_greeting(
         let server = Server::start(Behavior::Greet);
         let t = target(&server);
         let pool = Pool::builder()
-            .on_connect(|stream, _| {
+            .on_connect(|mut stream, _| {
                 Box::pin(async move {
                     let mut greeting = [0u8; 6];
                     stream.read_exact(&mut greeting).await?;
                     assert_eq!(&greeting, b"hello\n");
-                    Ok(())
+                    Ok(stream)
                 })
             })
             .build()
@@ -232,26 +264,7 @@ async fn through_a_connect_proxy_each_destination_gets_its_own_reused_tunnels() 
         let via = target(&proxy);
         let to_a = via.with_for("tcp", "127.0.0.1", a.addr.port());
         let to_b = via.with_for("tcp", "127.0.0.1", b.addr.port());
-        let pool = Pool::builder()
-            .on_connect(|stream, target| {
-                Box::pin(async move {
-                    let Some((_, host, port)) = target.for_target() else {
-                        return Ok(());
-                    };
-                    let authority = format!("{host}:{port}");
-                    let request =
-                        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-                    stream.write_all(request.as_bytes()).await?;
-                    let head = read_head(stream).await?;
-                    if !head.starts_with("HTTP/1.1 200 ") {
-                        let status = head.lines().next().unwrap_or_default().to_owned();
-                        return Err(io::Error::other(format!("the proxy refused: {status}")));
-                    }
-                    Ok(())
-                })
-            })
-            .build()
-            .unwrap();
+        let pool = through_proxy(Pool::builder(), None).build().unwrap();
         let mut c = pool.get(&to_a).await.unwrap();
         exchange(&mut c, b"to a").await.unwrap();
         drop(c);
@@ -283,6 +296,40 @@ async fn through_a_connect_proxy_each_destination_gets_its_own_reused_tunnels() 
         );
         assert_eq!(pool.key_stats(&refused).open, 0);
         pool.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_a_connect_proxy_is_tls_to_the_destination_inside_the_tunnel() {
+    bounded(10, async {
+        let (acceptor, trusting) = tls_pair();
+        let destination = Server::start_tls(Behavior::Echo, acceptor);
+        let proxy = Server::start(Behavior::Proxy);
+        // Plain TCP to the proxy; TLS (verified, SNI 127.0.0.1) to the destination, which the
+        // setup step starts once the tunnel is open and hands back for pooling.
+        let t = target(&proxy).with_for("https", "127.0.0.1", destination.addr.port());
+        assert!(!t.is_tls());
+        let pool = through_proxy(Pool::builder(), Some(trusting))
+            .build()
+            .unwrap();
+        let mut c = pool.get(&t).await.unwrap();
+        assert!(c.is_tls());
+        assert_eq!(c.peer_addr().unwrap(), proxy.addr);
+        exchange(&mut c, b"secret").await.unwrap();
+        drop(c);
+        // Idle inside the tunnel, watched like any TLS connection, then reused.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut c = pool.get(&t).await.unwrap();
+        assert_eq!(c.from_cache(), FromCache::Immediate);
+        exchange(&mut c, b"again").await.unwrap();
+        drop(c);
+        assert_eq!((proxy.accepted(), destination.accepted()), (1, 1));
+        pool.shutdown().await;
+        eventually(5, "the tunnel to close at both ends", || {
+            proxy.live() == 0 && destination.live() == 0
+        })
+        .await;
     })
     .await;
 }
