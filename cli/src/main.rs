@@ -256,9 +256,11 @@ async fn demo(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let tls = tls.then(Tls::new).transpose()?;
     let addr = start_server(tls.as_ref().map(|t| t.acceptor.clone()))?;
-    let over = if tls.is_some() { "TLS" } else { "TCP" };
+    let scheme = if tls.is_some() { "tls" } else { "tcp" };
+    let target = Target::new(scheme, "127.0.0.1", addr.port());
     println!(
-        "moor demo: {exchanges} request/response exchanges over {over}, {tasks} tasks, server {addr}"
+        "moor demo: {exchanges} request/response exchanges over {}, {tasks} tasks, server {addr}",
+        scheme.to_ascii_uppercase()
     );
     let mut builder = Pool::builder()
         .max_per_key(pool_size)
@@ -267,8 +269,6 @@ async fn demo(
         builder = builder.tls_config(tls.client.clone());
     }
     let pool = builder.build()?;
-    let scheme = if tls.is_some() { "tls" } else { "tcp" };
-    let target = Target::new(scheme, "127.0.0.1", addr.port());
     let client_tls = tls.as_ref().map(|t| &t.client);
     let pooled = run(
         exchanges,

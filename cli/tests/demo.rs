@@ -10,6 +10,19 @@ fn moor(args: &[&str]) -> Output {
         .expect("the moor binary runs")
 }
 
+/// The report's `pool: ` line and the numbers in it, in order.
+fn pool_stats(stdout: &str) -> (&str, Vec<usize>) {
+    let stats = stdout
+        .lines()
+        .find(|l| l.starts_with("pool: "))
+        .expect("a stats line");
+    let numbers = stats
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (stats, numbers)
+}
+
 #[test]
 fn a_small_demo_reports_both_rates_and_the_pool_stats_without_a_progress_bar_when_piped() {
     let out = moor(&[
@@ -41,14 +54,7 @@ fn a_small_demo_reports_both_rates_and_the_pool_stats_without_a_progress_bar_whe
         "{stdout:?}"
     );
     // 300 exchanges through a pool of 2: at most 2 connects, every other checkout a hit.
-    let stats = stdout
-        .lines()
-        .find(|l| l.starts_with("pool: "))
-        .expect("a stats line");
-    let numbers: Vec<usize> = stats
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let (stats, numbers) = pool_stats(&stdout);
     let [hits, immediate, deferred, fresh, open, idle] = numbers[..] else {
         panic!("unexpected stats line: {stats}");
     };
@@ -82,14 +88,7 @@ fn the_tls_demo_pools_verified_tls_connections() {
     );
     assert!(stdout.contains("speedup: "), "{stdout}");
     // Every exchange was answered (the echo is checked), at most 2 TLS connections made.
-    let stats = stdout
-        .lines()
-        .find(|l| l.starts_with("pool: "))
-        .expect("a stats line");
-    let numbers: Vec<usize> = stats
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let (stats, numbers) = pool_stats(&stdout);
     let [hits, _, _, fresh, ..] = numbers[..] else {
         panic!("unexpected stats line: {stats}");
     };

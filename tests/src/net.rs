@@ -1,8 +1,9 @@
 //! Real loopback servers for the runtime adapters' tests and benchmarks.
 //!
-//! Every server listens on 127.0.0.1 (or `::1`, when asked) with a backlog of 4096 (the default 128 overflows under
-//! connection bursts and stalls clients for a second), runs until its handle is dropped, and
-//! counts the connections it sees so tests can check what the pool did on the wire.
+//! Every server listens on 127.0.0.1 (or `::1`, when asked) with a backlog of 4096 (the
+//! default 128 overflows under connection bursts and stalls clients for a second), runs until
+//! its handle is dropped, and counts the connections it sees so tests can check what the pool
+//! did on the wire.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -184,13 +185,13 @@ impl Server {
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin + ResetSocket>(mut s: S, behavior: Behavior) {
     let mut buf = vec![0u8; 16 * 1024];
-    if behavior == Behavior::OneShot {
-        if let Ok(1..) = s.read(&mut buf[..1]).await {
-            let _ = s.write_all(&buf[..1]).await;
-        }
-        return;
-    }
     match behavior {
+        Behavior::OneShot => {
+            if let Ok(1..) = s.read(&mut buf[..1]).await {
+                let _ = s.write_all(&buf[..1]).await;
+            }
+            return;
+        }
         Behavior::Silent => {
             while let Ok(1..) = s.read(&mut buf).await {}
             return;

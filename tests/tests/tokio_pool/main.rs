@@ -26,6 +26,12 @@ fn target(server: &Server) -> Target {
     Target::new("tcp", "127.0.0.1", server.addr.port())
 }
 
+/// After a failed checkout: the pool holds no connection, open or being opened.
+fn assert_nothing_open(pool: &moor_tokio::Pool) {
+    let s = pool.stats();
+    assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+}
+
 /// Polls `cond` every 5 ms until it holds; panics after `secs`.
 async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);

@@ -63,6 +63,13 @@ fn through_proxy(builder: Builder, tls: Option<Arc<rustls::ClientConfig>>) -> Bu
     })
 }
 
+/// The one failed attempt reached the server (which may accept after the client gave up), and
+/// the server sees it closed.
+async fn attempt_reached_and_closed(server: &Server) {
+    eventually(5, "the server to accept it", || server.accepted() == 1).await;
+    eventually(5, "the server to see it close", || server.live() == 0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_setup_step_runs_once_per_new_connection_before_any_checkout_gets_it() {
     bounded(10, async {
@@ -117,12 +124,8 @@ async fn a_failing_setup_fails_the_checkout_as_a_handshake_and_closes_the_connec
         let cause = err.io_error().expect("the setup's error");
         assert_eq!(cause.kind(), io::ErrorKind::PermissionDenied);
         assert!(err.to_string().ends_with("wrong password"), "{err}");
-        let s = pool.stats();
-        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
-        // The attempt reached the server (which may accept after the client gave up), and
-        // the server sees it closed.
-        eventually(5, "the server to accept it", || server.accepted() == 1).await;
-        eventually(5, "the server to see it close", || server.live() == 0).await;
+        assert_nothing_open(&pool);
+        attempt_reached_and_closed(&server).await;
     })
     .await;
 }
@@ -142,10 +145,8 @@ async fn a_setup_that_never_finishes_is_cut_off_at_the_connect_timeout() {
         let err = pool.get(&t).await.unwrap_err();
         assert!(err.is_timeout(), "{err}");
         assert!(started.elapsed() >= connect_timeout);
-        let s = pool.stats();
-        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
-        eventually(5, "the server to accept it", || server.accepted() == 1).await;
-        eventually(5, "the server to see it close", || server.live() == 0).await;
+        assert_nothing_open(&pool);
+        attempt_reached_and_closed(&server).await;
     })
     .await;
 }
@@ -205,10 +206,8 @@ async fn a_setup_that_panics_fails_the_checkout_at_once_with_the_panic_message()
                 .ends_with(&format!("the on_connect setup panicked: bad setup for {t}")),
             "{err}"
         );
-        let s = pool.stats();
-        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
-        eventually(5, "the server to accept it", || server.accepted() == 1).await;
-        eventually(5, "the server to see it close", || server.live() == 0).await;
+        assert_nothing_open(&pool);
+        attempt_reached_and_closed(&server).await;
         // A panic when the setup is called, before any future exists: the same.
         let pool = Pool::builder()
             .on_connect(|_, _| panic!("no future at all"))

@@ -87,8 +87,7 @@ async fn tls_to_a_literal_ip_checks_the_certificate_against_that_ip() {
         assert_eq!(err.kind(), CheckoutError::Connect(ConnectError::Handshake));
         let cause = err.io_error().expect("the TLS error").to_string();
         assert!(cause.contains("not valid for"), "{cause}");
-        let s = pool.stats();
-        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        assert_nothing_open(&pool);
     })
     .await;
 }
@@ -205,8 +204,7 @@ async fn a_peer_that_hangs_up_during_the_handshake_is_a_clear_handshake_error() 
                 .contains("the peer closed the connection during the TLS handshake"),
             "unclear error: {err}"
         );
-        let s = pool.stats();
-        assert_eq!((s.total.open, s.total.connecting), (0, 0), "{s:?}");
+        assert_nothing_open(&pool);
     })
     .await;
 }
