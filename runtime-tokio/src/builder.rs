@@ -33,6 +33,22 @@ impl fmt::Debug for OnConnect {
     }
 }
 
+/// The future a [`Builder::resolver`] returns: the host's addresses, in the order to try them.
+pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;
+
+/// The shape of a resolver: the host name to look up.
+type ResolveFn = dyn for<'a> Fn(&'a str) -> ResolveFuture<'a> + Send + Sync;
+
+/// A resolver of the caller's (see [`Builder::resolver`]).
+#[derive(Clone)]
+pub(crate) struct Resolver(pub(crate) Arc<ResolveFn>);
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver(..)")
+    }
+}
+
 /// Socket and TLS options the driver applies to every connection it opens.
 #[derive(Clone, Debug)]
 pub(crate) struct NetOptions {
@@ -42,6 +58,7 @@ pub(crate) struct NetOptions {
     pub(crate) linger: Option<Duration>,
     pub(crate) tls: Option<Arc<ClientConfig>>,
     pub(crate) on_connect: Option<OnConnect>,
+    pub(crate) resolver: Option<Resolver>,
 }
 
 impl NetOptions {
@@ -91,6 +108,7 @@ impl Default for Builder {
                 linger: None,
                 tls: None,
                 on_connect: None,
+                resolver: None,
             },
         }
     }
@@ -272,6 +290,44 @@ impl Builder {
         F: for<'a> Fn(Stream, &'a Target) -> SetupFuture<'a> + Send + Sync + 'static,
     {
         self.net.on_connect = Some(OnConnect(Arc::new(setup)));
+        self
+    }
+
+    /// Looks host names up with `resolve` instead of the system resolver (`getaddrinfo` on
+    /// tokio's blocking pool): a DNS client of your own, fixed answers (as curl's `--resolve`
+    /// gives), service discovery. Literal IP addresses never reach it. To fall back on the
+    /// system resolver for some names, call `tokio::net::lookup_host` from it.
+    ///
+    /// The pool asks for one host at most once at a time and shares the answer with every
+    /// checkout waiting on that host; each new connection tries the addresses in the order
+    /// given (repeats are skipped). `connect_timeout` bounds a lookup: when it runs out, or the
+    /// pool shuts down, the pool drops the future, so one that never finishes holds nothing.
+    ///
+    /// An error fails every checkout waiting on the host with `CheckoutError::Resolve`, the
+    /// error itself in [`Error::io_error`](crate::Error::io_error): `ErrorKind::NotFound` (or
+    /// an empty list) as `ResolveError::NotFound`, `ErrorKind::TimedOut` as
+    /// `ResolveError::TimedOut`, anything else as `ResolveError::Failed`. A panic in the
+    /// resolver fails them the same way, with the panic's message.
+    ///
+    /// ```
+    /// use std::io;
+    /// use std::net::{IpAddr, Ipv4Addr};
+    ///
+    /// let builder = moor_tokio::Pool::builder().resolver(|host| {
+    ///     Box::pin(async move {
+    ///         match host {
+    ///             "db.internal" => Ok(vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))]),
+    ///             _ => Err(io::Error::new(io::ErrorKind::NotFound, format!("unknown host {host}"))),
+    ///         }
+    ///     })
+    /// });
+    /// ```
+    #[must_use]
+    pub fn resolver<F>(mut self, resolve: F) -> Self
+    where
+        F: for<'a> Fn(&'a str) -> ResolveFuture<'a> + Send + Sync + 'static,
+    {
+        self.net.resolver = Some(Resolver(Arc::new(resolve)));
         self
     }
 

@@ -2,6 +2,7 @@
 //! connection (TCP, then TLS when the target asks for it).
 
 use std::any::Any;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,30 +21,45 @@ use crate::builder::{NetOptions, OnConnect, default_tls_config};
 use crate::stream::Stream;
 use crate::target::Target;
 
-/// Looks `host` up with tokio's resolver (the system's, on a blocking thread).
-pub(crate) async fn resolve(host: &str) -> Result<Vec<IpAddr>, (ResolveError, io::Error)> {
-    match tokio::net::lookup_host((host, 0)).await {
-        Ok(addrs) => {
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for a in addrs {
-                if !ips.contains(&a.ip()) {
-                    ips.push(a.ip());
-                }
-            }
-            Ok(ips)
+/// Looks `host` up with the pool's resolver, or with tokio's (the system's, on a blocking
+/// thread). The addresses keep their order, without repeats.
+pub(crate) async fn resolve(
+    net: &NetOptions,
+    host: &str,
+) -> Result<Vec<IpAddr>, (ResolveError, io::Error)> {
+    let found = match &net.resolver {
+        Some(resolver) => catch_panics("the resolver", async { (resolver.0)(host).await }).await,
+        None => tokio::net::lookup_host((host, 0))
+            .await
+            .map(|addrs| addrs.map(|a| a.ip()).collect()),
+    };
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ip in found.map_err(|e| (classify_resolve(&e), e))? {
+        if !ips.contains(&ip) {
+            ips.push(ip);
         }
-        Err(e) => Err((classify_resolve(&e), e)),
     }
+    if ips.is_empty() {
+        let e = io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the resolver found no address for {host}"),
+        );
+        return Err((ResolveError::NotFound, e));
+    }
+    Ok(ips)
 }
 
 /// getaddrinfo's "no such name" arrives as an uncategorised error; its text is the only stable
 /// sign of it (glibc: "Name or service not known", "No address associated with hostname";
 /// musl: "Name does not resolve"; macOS: "nodename nor servname provided, or not known").
+/// A resolver of the caller's says it with the error's kind.
 fn classify_resolve(e: &io::Error) -> ResolveError {
     let text = e.to_string();
     let no_such_name = ["not known", "No address", "does not resolve"];
-    if no_such_name.iter().any(|sign| text.contains(sign)) {
+    if e.kind() == io::ErrorKind::NotFound || no_such_name.iter().any(|sign| text.contains(sign)) {
         ResolveError::NotFound
+    } else if e.kind() == io::ErrorKind::TimedOut {
+        ResolveError::TimedOut
     } else {
         ResolveError::Failed {
             code: e.raw_os_error(),
@@ -80,22 +96,31 @@ pub(crate) async fn open(
     }
 }
 
-/// Runs the caller's setup step. A panic in it becomes this attempt's error: unwinding out of
-/// the connect task would leave the checkouts waiting for it until the connect timeout, with
-/// no word of why.
+/// Runs the caller's setup step.
 async fn run_setup(setup: &OnConnect, stream: Stream, target: &Target) -> io::Result<Stream> {
+    catch_panics("the on_connect setup", async {
+        (setup.0)(stream, target).await
+    })
+    .await
+}
+
+/// Runs caller code (`who`), turning a panic in it into an error with the panic's message:
+/// unwinding out of a resolve or connect task would leave the checkouts waiting for it until
+/// their deadline, with no word of why.
+async fn catch_panics<T>(who: &str, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     let panicked = |payload: Box<dyn Any + Send>| {
         let text = payload
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(no message)");
-        io::Error::other(format!("the on_connect setup panicked: {text}"))
+        io::Error::other(format!("{who} panicked: {text}"))
     };
-    // Calling the step happens inside the first poll, so a panic there is caught too.
-    let mut setup = std::pin::pin!(async { (setup.0)(stream, target).await });
+    // `work` is an async block, so calling the caller's function happens inside the first
+    // poll, and a panic there is caught too.
+    let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
-        catch_unwind(AssertUnwindSafe(|| setup.as_mut().poll(cx)))
+        catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)))
             .unwrap_or_else(|payload| Poll::Ready(Err(panicked(payload))))
     })
     .await
@@ -210,5 +235,13 @@ mod tests {
             classify_resolve(&io::Error::from_raw_os_error(11)),
             ResolveError::Failed { code: Some(11) }
         );
+        // A resolver of the caller's says it with the kind.
+        for (kind, expected) in [
+            (io::ErrorKind::NotFound, ResolveError::NotFound),
+            (io::ErrorKind::TimedOut, ResolveError::TimedOut),
+            (io::ErrorKind::Other, ResolveError::Failed { code: None }),
+        ] {
+            assert_eq!(classify_resolve(&io::Error::new(kind, "x")), expected);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! # moor-tokio
 //!
 //! The moor keep-alive connection pool on tokio: real TCP sockets (with `socket2` options),
-//! DNS through tokio's resolver, TLS through rustls with verified certificates, and health
-//! checks that never hand out a connection the pool knows is stale.
+//! DNS through tokio's resolver (or one of your own: [`Builder::resolver`]), TLS through
+//! rustls with verified certificates, and health checks that never hand out a connection the
+//! pool knows is stale.
 //!
 //! Every decision (caps, FIFO hand-off, LRU eviction, deadlines, DNS coalescing) is made by the
 //! sans-IO core in [`moor_core::pool`]; this crate only performs the core's actions and feeds
@@ -50,7 +51,7 @@ mod pool;
 mod stream;
 mod target;
 
-pub use builder::{Builder, SetupFuture, default_tls_config};
+pub use builder::{Builder, ResolveFuture, SetupFuture, default_tls_config};
 pub use checkout::{Checkout, Pooled};
 pub use error::{BuildError, Error};
 pub use pool::Pool;

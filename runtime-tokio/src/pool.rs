@@ -99,6 +99,10 @@ pub(crate) struct State {
     /// checkout dropped after its answer cannot mistake a later checkout's slot for its own).
     pub(crate) waiters: IdMap<CheckoutId, WaiterSlot>,
     pub(crate) conns: IdMap<ConnId, Slot>,
+    /// Lookups in flight, by host: which lookup (a count, so a cancelled one that finishes
+    /// anyway is told from a newer one for the same host) and its task.
+    lookups: HashMap<Arc<str>, (u64, AbortHandle)>,
+    lookups_started: u64,
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
     drained: bool,
@@ -191,6 +195,8 @@ impl Pool {
                 last_now: Instant::ZERO,
                 waiters: IdMap::default(),
                 conns: IdMap::default(),
+                lookups: HashMap::new(),
+                lookups_started: 0,
                 driver_deadline: None,
                 drained: false,
                 deliveries: Vec::new(),
@@ -344,11 +350,23 @@ impl Inner {
             match output {
                 Output::Resolve { host } => {
                     debug!(%host, "resolving");
+                    st.lookups_started += 1;
+                    let lookup = st.lookups_started;
                     let inner = self.clone();
-                    self.rt.spawn(async move {
-                        let result = connect::resolve(&host).await;
-                        inner.resolved(&host, result);
+                    let task = self.rt.spawn({
+                        let host = host.clone();
+                        async move {
+                            let result = connect::resolve(&inner.net, &host).await;
+                            inner.resolved(&host, lookup, result);
+                        }
                     });
+                    st.lookups.insert(host, (lookup, task.abort_handle()));
+                }
+                Output::CancelResolve { host } => {
+                    debug!(%host, "lookup abandoned");
+                    if let Some((_, task)) = st.lookups.remove(&host) {
+                        task.abort();
+                    }
                 }
                 Output::Connect { conn, key, addr } => {
                     debug!(conn = conn.to_raw(), target = %key, %addr, "connecting");
@@ -510,9 +528,20 @@ impl Inner {
     fn resolved(
         self: &Arc<Self>,
         host: &Arc<str>,
+        lookup: u64,
         result: Result<Vec<std::net::IpAddr>, (moor_core::pool::ResolveError, io::Error)>,
     ) {
         let (mut st, now) = self.lock();
+        // Cancelled while it finished: the core refuses the answer, or would take it for a
+        // newer lookup's.
+        if st
+            .lookups
+            .get(host)
+            .is_none_or(|&(current, _)| current != lookup)
+        {
+            return;
+        }
+        st.lookups.remove(host);
         let (answer, cause) = match result {
             Ok(ips) => {
                 debug!(%host, addrs = ?ips, "resolved");
@@ -526,10 +555,8 @@ impl Inner {
                 )
             }
         };
-        // An error means the resolution timed out or the pool shut down: the answer is late.
-        if answer.is_ok() {
-            self.pump(&mut st, None, cause.as_ref());
-        }
+        answer.expect("the core is resolving every host the driver is looking up");
+        self.pump(&mut st, None, cause.as_ref());
     }
 
     fn connected(

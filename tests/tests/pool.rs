@@ -76,6 +76,7 @@ fn same_seed_same_trace() {
 #[test]
 fn the_simulation_reaches_every_behaviour() {
     let mut total = moor_core::pool::Counters::default();
+    let (mut lookups_cancelled_late, mut lookups_cancelled_by_shutdown) = (0, 0);
     for seed in 0..200u64 {
         let mut rng = moor_core::Rng::new(seed);
         let knobs: [u8; 6] = std::array::from_fn(|_| rng.below(256) as u8);
@@ -89,7 +90,16 @@ fn the_simulation_reaches_every_behaviour() {
         total.connect_failures += c.connect_failures;
         total.cancellations += c.cancellations;
         total.idle_expired += c.idle_expired;
+        let cancels = |sim: &PoolSim| {
+            sim.trace
+                .iter()
+                .filter(|line| line.contains("CancelResolve"))
+                .count() as u64
+        };
+        let before = cancels(&sim);
+        lookups_cancelled_late += before;
         sim.finish();
+        lookups_cancelled_by_shutdown += cancels(&sim) - before;
     }
     let c = total;
     for (name, n) in [
@@ -101,7 +111,13 @@ fn the_simulation_reaches_every_behaviour() {
         ("connect_failures", c.connect_failures),
         ("cancellations", c.cancellations),
         ("idle_expired", c.idle_expired),
+        ("lookups cancelled late", lookups_cancelled_late),
     ] {
         assert!(n >= 10, "{name} reached only {n} times: {c:?}");
     }
+    // Only a run that ends with a lookup in flight gets here: rarer.
+    assert!(
+        lookups_cancelled_by_shutdown >= 3,
+        "lookups cancelled by shutdown: only {lookups_cancelled_by_shutdown}"
+    );
 }

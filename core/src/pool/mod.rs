@@ -9,7 +9,8 @@
 //! What it does better than the seed:
 //! - a freed connection goes straight to the oldest waiter of its key, never to a newcomer;
 //! - at the global cap it evicts the least recently used idle connection, not a random one;
-//! - one resolution per host, its answer or error shared by every waiter at once;
+//! - one resolution per host, its answer or error shared by every waiter at once, and an
+//!   [`Output::CancelResolve`] when the pool gives up on one, so no lookup outlives its use;
 //! - every step is O(1) or O(log n): waiters and idle connections are intrusive lists, timers a
 //!   shared deadline index with lazy re-arming, so nothing scans a queue;
 //! - shutdown answers every waiter and ends with exactly one [`Output::Drained`].
@@ -484,6 +485,9 @@ impl<K: PoolKey> Pool<K> {
         }
         for (id, r) in core::mem::take(&mut self.resolutions).iter() {
             self.timers.remove(r.deadline, Timer::Resolution(id));
+            self.outputs.push_back(Output::CancelResolve {
+                host: r.host.clone(),
+            });
         }
         self.host_ids.clear();
         self.blocked.clear();
@@ -529,6 +533,8 @@ impl<K: PoolKey> Pool<K> {
                         .remove(resolution)
                         .expect("armed resolution is live");
                     self.host_ids.remove(&r.host);
+                    self.outputs
+                        .push_back(Output::CancelResolve { host: r.host });
                     let waiting = self.still_resolving(resolution, r.conns);
                     self.fail_resolution(now, waiting, ResolveError::TimedOut);
                 }

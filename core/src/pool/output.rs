@@ -12,9 +12,18 @@ use crate::id::{CheckoutId, ConnId};
 #[non_exhaustive]
 pub enum Output<K: PoolKey> {
     /// Resolve `host` and answer with [`Pool::handle_resolved`](super::Pool::handle_resolved).
-    /// At most one is in flight per host.
+    /// At most one is in flight per host; each ends with that answer or with a
+    /// [`CancelResolve`](Output::CancelResolve) for its host.
     Resolve {
         /// The host to look up.
+        host: K::Host,
+    },
+    /// Stop resolving `host`: the pool gave up on the answer (it took longer than
+    /// `connect_timeout`, or the pool shut down) and would refuse it. Dropping the lookup
+    /// frees what it holds; a later [`Resolve`](Output::Resolve) for the same host is a new
+    /// lookup.
+    CancelResolve {
+        /// The host no longer being looked up.
         host: K::Host,
     },
     /// Open a connection to `addr` for `key` and answer with

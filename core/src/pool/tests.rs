@@ -439,11 +439,42 @@ fn a_resolver_that_never_answers_times_out() {
     let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
     h.drain();
     h.pool.handle_timeout(secs(3));
+    let out = h.drain();
     assert_eq!(
-        failed(&h.drain()),
+        failed(&out),
         [(c1, CheckoutError::Resolve(ResolveError::TimedOut))]
     );
+    assert_eq!(
+        out.first(),
+        Some(&Output::CancelResolve {
+            host: "example.test".into()
+        }),
+        "the driver is told to stop the lookup: {out:?}"
+    );
     assert_eq!(h.pool.stats().total.open, 0);
+    assert!(matches!(
+        h.pool
+            .handle_resolved(secs(4), &"example.test".into(), Ok(&[ip(1)])),
+        Err(UsageError::WrongState { .. })
+    ));
+    // The next checkout starts a new lookup, which an answer ends without a cancel.
+    h.pool.handle_checkout(secs(4), &key(80), None).unwrap();
+    assert_eq!(
+        h.drain(),
+        [Output::Resolve {
+            host: "example.test".into()
+        }]
+    );
+    h.pool
+        .handle_resolved(secs(4), &"example.test".into(), Ok(&[ip(1)]))
+        .unwrap();
+    h.pool.handle_timeout(secs(10));
+    let out = h.drain();
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::CancelResolve { .. })),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -596,6 +627,12 @@ fn shutdown_answers_everyone_closes_everything_then_drains_once() {
         [(c4, CheckoutError::Shutdown), (c5, CheckoutError::Shutdown)]
     );
     assert!(closes(&out).contains(&(idle, CloseReason::Shutdown)));
+    assert!(
+        out.contains(&Output::CancelResolve {
+            host: "example.test".into()
+        }),
+        "c5's lookup is abandoned: {out:?}"
+    );
     assert!(
         !out.contains(&Output::Drained),
         "two connections are still leased"

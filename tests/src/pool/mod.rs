@@ -117,9 +117,20 @@ pub fn key_of(k: u8) -> Endpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NetEvent {
-    Resolved { host: String, ok: bool, addrs: u8 },
-    Connected { conn: ConnId, attempt: u32 },
-    Refused { conn: ConnId, attempt: u32 },
+    Resolved {
+        host: String,
+        lookup: u64,
+        ok: bool,
+        addrs: u8,
+    },
+    Connected {
+        conn: ConnId,
+        attempt: u32,
+    },
+    Refused {
+        conn: ConnId,
+        attempt: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +167,9 @@ pub struct PoolSim {
     pending: BTreeMap<CheckoutId, Endpoint>,
     answered: BTreeSet<CheckoutId>,
     socks: BTreeMap<ConnId, SockInfo>,
-    /// Resolutions in flight: host → when asked.
-    resolving: BTreeMap<String, Instant>,
+    /// Lookups in flight: host → (when asked, which lookup).
+    resolving: BTreeMap<String, (Instant, u64)>,
+    lookups: u64,
     idle_seq: u64,
     drained: u32,
     shut_down: bool,
@@ -195,6 +207,7 @@ impl PoolSim {
             answered: BTreeSet::new(),
             socks: BTreeMap::new(),
             resolving: BTreeMap::new(),
+            lookups: 0,
             idle_seq: 0,
             drained: 0,
             shut_down: false,
@@ -400,9 +413,12 @@ impl PoolSim {
     fn shutdown(&mut self) {
         self.pool.handle_shutdown(self.now).expect("shutdown");
         self.shut_down = true;
-        // Shutdown abandons resolutions in flight: late answers are refused.
-        self.resolving.clear();
         self.drive(Expect::default());
+        assert!(
+            self.resolving.is_empty(),
+            "shutdown must cancel every lookup in flight: {:?}",
+            self.resolving
+        );
         assert!(
             self.pending.is_empty(),
             "shutdown must answer every waiter: {:?}",
@@ -550,7 +566,18 @@ impl PoolSim {
     fn deliver(&mut self, event: NetEvent) {
         self.trace.push(format!("{:?} net {event:?}", self.now));
         match event {
-            NetEvent::Resolved { host, ok, addrs } => {
+            NetEvent::Resolved {
+                host,
+                lookup,
+                ok,
+                addrs,
+            } => {
+                let current = self.resolving.get(&host).map(|&(_, l)| l);
+                if current.is_some_and(|l| l != lookup) {
+                    // A cancelled lookup, and a newer one is in flight: a driver that obeyed
+                    // the cancel never delivers it.
+                    return;
+                }
                 let ips: Vec<IpAddr> = (0..addrs)
                     .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, i + 1)))
                     .collect();
@@ -561,15 +588,14 @@ impl PoolSim {
                 };
                 match self.pool.handle_resolved(self.now, &host, result) {
                     Ok(()) => {
+                        assert_eq!(current, Some(lookup), "a cancelled lookup was answered");
                         self.resolving.remove(&host);
                     }
                     Err(UsageError::WrongState { .. }) => {
-                        // Only a resolution the pool already timed out may be refused.
-                        let asked = self.resolving.get(&host).copied();
-                        assert!(
-                            asked
-                                .is_none_or(|at| at + self.config.pool.connect_timeout <= self.now),
-                            "a resolution in flight was refused"
+                        // Only a cancelled lookup's late answer may be refused.
+                        assert_eq!(
+                            current, None,
+                            "the answer to a lookup in flight was refused"
                         );
                     }
                     Err(e) => panic!("unexpected {e}"),

@@ -16,21 +16,37 @@ impl PoolSim {
             self.trace.push(format!("{:?} {out:?}", self.now));
             match out {
                 Output::Resolve { host } => {
-                    if let Some(&asked) = self.resolving.get(&host) {
-                        assert!(
-                            asked + self.config.pool.connect_timeout <= self.now,
-                            "second resolution of {host} while one is in flight"
-                        );
-                    }
-                    self.resolving.insert(host.clone(), self.now);
+                    self.lookups += 1;
+                    let lookup = self.lookups;
+                    let earlier = self.resolving.insert(host.clone(), (self.now, lookup));
+                    assert_eq!(
+                        earlier, None,
+                        "second lookup of {host} while one is in flight"
+                    );
                     let at = self.now + self.net.latency();
                     if self.net.chance(self.config.net.dns_silent_permille) {
                         continue;
                     }
                     let ok = !self.net.chance(self.config.net.dns_fail_permille);
                     let addrs = self.net.below(3) as u8;
-                    self.net
-                        .schedule(at, NetEvent::Resolved { host, ok, addrs });
+                    self.net.schedule(
+                        at,
+                        NetEvent::Resolved {
+                            host,
+                            lookup,
+                            ok,
+                            addrs,
+                        },
+                    );
+                }
+                Output::CancelResolve { host } => {
+                    let (asked, _) = self.resolving.remove(&host).unwrap_or_else(|| {
+                        panic!("cancel of {host}, which is not being looked up")
+                    });
+                    assert!(
+                        self.shut_down || asked + self.config.pool.connect_timeout <= self.now,
+                        "the lookup of {host} was cancelled before its connect_timeout"
+                    );
                 }
                 Output::Connect { conn, key, addr } => {
                     assert_eq!(addr.port(), key.port());

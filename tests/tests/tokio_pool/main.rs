@@ -9,6 +9,7 @@ use moor_tests::net::Server;
 use moor_tokio::Target;
 
 mod cancel;
+mod dns;
 mod faults;
 mod lifecycle;
 mod reuse;
