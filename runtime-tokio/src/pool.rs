@@ -80,8 +80,8 @@ pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// What the driver holds for each connection the core knows.
 pub(crate) enum Slot {
-    /// A connect task is running.
-    Connecting(AbortHandle),
+    /// A connect task is running: the attempt it makes (see [`State::spawned`]), and its task.
+    Connecting(u64, AbortHandle),
     /// Open and not leased: idle, or just connected/returned and about to be handed over.
     Parked { stream: Stream, waker: Waker },
     /// Leased: the guard holds the stream.
@@ -99,10 +99,12 @@ pub(crate) struct State {
     /// checkout dropped after its answer cannot mistake a later checkout's slot for its own).
     pub(crate) waiters: IdMap<CheckoutId, WaiterSlot>,
     pub(crate) conns: IdMap<ConnId, Slot>,
-    /// Lookups in flight, by host: which lookup (a count, so a cancelled one that finishes
-    /// anyway is told from a newer one for the same host) and its task.
+    /// Lookups in flight, by host: which lookup (see [`State::spawned`]) and its task.
     lookups: HashMap<Arc<str>, (u64, AbortHandle)>,
-    lookups_started: u64,
+    /// Lookups and connect attempts started so far: each task carries its number, so one
+    /// that was abandoned but finished anyway is told from its successor for the same host
+    /// or connection, and its result dropped.
+    spawned: u64,
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
     drained: bool,
@@ -196,7 +198,7 @@ impl Pool {
                 waiters: IdMap::default(),
                 conns: IdMap::default(),
                 lookups: HashMap::new(),
-                lookups_started: 0,
+                spawned: 0,
                 driver_deadline: None,
                 drained: false,
                 deliveries: Vec::new(),
@@ -350,8 +352,8 @@ impl Inner {
             match output {
                 Output::Resolve { host } => {
                     debug!(%host, "resolving");
-                    st.lookups_started += 1;
-                    let lookup = st.lookups_started;
+                    st.spawned += 1;
+                    let lookup = st.spawned;
                     let inner = self.clone();
                     let task = self.rt.spawn({
                         let host = host.clone();
@@ -370,17 +372,23 @@ impl Inner {
                 }
                 Output::Connect { conn, key, addr } => {
                     debug!(conn = conn.to_raw(), target = %key, %addr, "connecting");
+                    st.spawned += 1;
+                    let attempt = st.spawned;
                     let inner = self.clone();
                     let task = self.rt.spawn(async move {
                         let result = connect::open(&inner.net, &key, addr).await;
-                        inner.connected(conn, result);
+                        inner.connected(conn, attempt, result);
                     });
-                    st.conns.insert(conn, Slot::Connecting(task.abort_handle()));
+                    let slot = Slot::Connecting(attempt, task.abort_handle());
+                    // The next address after a timed-out attempt: that one is abandoned.
+                    if let Some(Slot::Connecting(_, previous)) = st.conns.insert(conn, slot) {
+                        previous.abort();
+                    }
                 }
                 Output::Close { conn, reason } => {
                     debug!(conn = conn.to_raw(), ?reason, "closing");
                     match st.conns.remove(&conn) {
-                        Some(Slot::Connecting(task)) => task.abort(),
+                        Some(Slot::Connecting(_, task)) => task.abort(),
                         // Dropping the stream closes the socket.
                         Some(Slot::Parked { .. } | Slot::Leased { .. }) | None => {}
                     }
@@ -562,11 +570,14 @@ impl Inner {
     fn connected(
         self: &Arc<Self>,
         conn: ConnId,
+        attempt: u64,
         result: Result<Stream, (moor_core::pool::ConnectError, io::Error)>,
     ) {
         let (mut st, now) = self.lock();
-        if !matches!(st.conns.get(&conn), Some(Slot::Connecting(_))) {
-            // Closed while connecting (timeout, shutdown): drop whatever we got.
+        if !matches!(st.conns.get(&conn), Some(&Slot::Connecting(current, _)) if current == attempt)
+        {
+            // Abandoned while it finished (closed, or timed out in favour of the next
+            // address): drop whatever we got.
             return;
         }
         match result {

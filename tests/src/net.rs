@@ -6,7 +6,7 @@
 //! did on the wire.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,15 +37,15 @@ pub fn std_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpL
 /// # Errors
 /// The operating system's error.
 pub fn listener() -> io::Result<TcpListener> {
-    listener_on(Ipv4Addr::LOCALHOST.into())
+    listener_at(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
 }
 
-/// A tokio listener on `ip` (any port) with a backlog of [`BACKLOG`].
+/// A tokio listener on `addr` (port 0: any port) with a backlog of [`BACKLOG`].
 ///
 /// # Errors
 /// The operating system's error (for `::1`, on a machine without IPv6: `EADDRNOTAVAIL`).
-pub fn listener_on(ip: IpAddr) -> io::Result<TcpListener> {
-    TcpListener::from_std(std_listener(SocketAddr::new(ip, 0), BACKLOG)?)
+pub fn listener_at(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(std_listener(addr, BACKLOG)?)
 }
 
 /// What a test server does with each connection.
@@ -111,12 +111,13 @@ impl Server {
         Server::start_with(listener().expect("test listener"), behavior, None)
     }
 
-    /// Starts a plain TCP server with `behavior` on `ip` (for `::1`, the IPv6 loopback).
+    /// Starts a plain TCP server with `behavior` on `addr`: another loopback address (`::1`,
+    /// 127.0.0.2), or the port of a server on another address (port 0: any port).
     ///
     /// # Errors
-    /// When no listener can be made on `ip`.
-    pub fn start_on(ip: IpAddr, behavior: Behavior) -> io::Result<Server> {
-        Ok(Server::start_with(listener_on(ip)?, behavior, None))
+    /// When no listener can be made on `addr`.
+    pub fn start_at(addr: SocketAddr, behavior: Behavior) -> io::Result<Server> {
+        Ok(Server::start_with(listener_at(addr)?, behavior, None))
     }
 
     /// Starts a TLS server (certificate and key given) with `behavior` on 127.0.0.1.

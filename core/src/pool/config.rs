@@ -26,7 +26,9 @@ pub struct Config {
     /// How long a checkout may take in all (resolve, queue and connect) unless the checkout
     /// gives its own deadline. Seed default: 120 s.
     pub request_timeout: Duration,
-    /// How long one connect attempt (and one resolution) may take.
+    /// How long one connect attempt (and one resolution) may take. An attempt that runs out
+    /// goes on to the host's next address, as a failed one does; the checkout's own deadline
+    /// bounds them all.
     pub connect_timeout: Duration,
     /// Connections older than this are closed instead of reused. `None`: no limit.
     pub max_lifetime: Option<Duration>,

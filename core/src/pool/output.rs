@@ -29,7 +29,8 @@ pub enum Output<K: PoolKey> {
     /// Open a connection to `addr` for `key` and answer with
     /// [`Pool::handle_connected`](super::Pool::handle_connected) or
     /// [`Pool::handle_connect_failed`](super::Pool::handle_connect_failed). A later `Connect` for
-    /// the same `conn` (the next address after a failure) starts a new attempt.
+    /// the same `conn` (the next address, after a failure or a timeout) starts a new attempt
+    /// and abandons the one before, if it is still running.
     Connect {
         /// The connection's id.
         conn: ConnId,

@@ -498,6 +498,42 @@ fn the_next_address_is_tried_when_a_connect_fails() {
 }
 
 #[test]
+fn an_address_that_never_answers_gives_way_to_the_next_at_the_connect_timeout() {
+    let mut h = Harness::new(Config {
+        connect_timeout: Duration::from_secs(2),
+        ..Config::default()
+    });
+    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
+    h.drain();
+    h.pool
+        .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1), ip(2), ip(3)]))
+        .unwrap();
+    let [(conn, _)] = connects(&h.drain())[..] else {
+        panic!()
+    };
+    // Each attempt gets its own connect_timeout; the first two run out.
+    h.pool.handle_timeout(secs(1));
+    assert_eq!(h.drain(), []);
+    h.pool.handle_timeout(secs(2));
+    let out = h.drain();
+    assert_eq!(
+        out,
+        [Output::Connect {
+            conn,
+            key: key(80),
+            addr: SocketAddr::new(ip(2), 80)
+        }],
+        "the checkout still waits: {out:?}"
+    );
+    assert_eq!(h.pool.poll_timeout(), Some(secs(4)));
+    h.pool.handle_timeout(secs(4));
+    assert_eq!(connects(&h.drain()), [(conn, SocketAddr::new(ip(3), 80))]);
+    h.pool.handle_connected(secs(5), conn).unwrap();
+    assert_eq!(acquired(&h.drain()), [(c1, conn, FromCache::Fresh)]);
+    assert_eq!(h.pool.stats().counters.connect_failures, 0);
+}
+
+#[test]
 fn refusal_on_every_address_fails_all_waiters_with_the_real_cause() {
     let mut h = Harness::new(Config {
         max_per_key: 1,

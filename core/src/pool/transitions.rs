@@ -107,7 +107,12 @@ impl<K: PoolKey> Pool<K> {
         match self.conn_deadline(c) {
             None => {}
             Some(deadline) if deadline > now => self.arm_conn(id),
-            Some(_) => match c.state {
+            Some(_) => match &c.state {
+                // A silent address is as dead as a refusing one: try the next, if any.
+                ConnState::Connecting { addrs, index, .. } if index + 1 < addrs.len() => {
+                    let (addrs, next) = (addrs.clone(), index + 1);
+                    self.start_connect(now, id, addrs, next);
+                }
                 ConnState::Connecting { .. } => {
                     self.give_up_conn(
                         now,
@@ -116,7 +121,7 @@ impl<K: PoolKey> Pool<K> {
                         Some(CloseReason::ConnectTimedOut),
                     );
                 }
-                ConnState::Idle { since } => {
+                &ConnState::Idle { since } => {
                     let reason = if since + self.config.idle_timeout <= now {
                         self.counters.idle_expired += 1;
                         CloseReason::IdleTimeout

@@ -153,6 +153,8 @@ struct SockInfo {
     state: Sock,
     /// When the pool first asked for this conn (an upper bound of the pool's creation time).
     first_connect: Instant,
+    /// How many addresses its resolution gave (each attempt takes the next).
+    addrs: u8,
 }
 
 /// The simulation: the pool under test, the network, the application and the model.
@@ -170,6 +172,10 @@ pub struct PoolSim {
     /// Lookups in flight: host → (when asked, which lookup).
     resolving: BTreeMap<String, (Instant, u64)>,
     lookups: u64,
+    /// A conn whose attempt just failed, until the pool says whether it tries another address.
+    retrying: Option<(ConnId, SockInfo)>,
+    /// The address count of each host's last answered lookup.
+    answered_addrs: BTreeMap<String, u8>,
     idle_seq: u64,
     drained: u32,
     shut_down: bool,
@@ -208,6 +214,8 @@ impl PoolSim {
             socks: BTreeMap::new(),
             resolving: BTreeMap::new(),
             lookups: 0,
+            answered_addrs: BTreeMap::new(),
+            retrying: None,
             idle_seq: 0,
             drained: 0,
             shut_down: false,
@@ -586,8 +594,10 @@ impl PoolSim {
                 } else {
                     Err(ResolveError::NotFound)
                 };
-                match self.pool.handle_resolved(self.now, &host, result) {
+                let answer = self.pool.handle_resolved(self.now, &host, result);
+                match answer {
                     Ok(()) => {
+                        self.answered_addrs.insert(host.clone(), addrs);
                         assert_eq!(current, Some(lookup), "a cancelled lookup was answered");
                         self.resolving.remove(&host);
                     }
@@ -627,8 +637,10 @@ impl PoolSim {
                     self.pool
                         .handle_connect_failed(self.now, conn, ConnectError::Refused)
                         .expect("refused");
-                    self.socks.remove(&conn);
+                    // Gone unless the pool tries its next address (`drive` puts it back then).
+                    self.retrying = self.socks.remove(&conn).map(|info| (conn, info));
                     self.drive(Expect::default());
+                    self.retrying = None;
                 }
             }
         }

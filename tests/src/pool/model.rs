@@ -2,6 +2,7 @@
 //! the model's own bookkeeping, and the network acts on the driver actions.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use moor_core::CheckoutId;
 use moor_core::pool::{CheckoutError, CloseReason, Endpoint, FromCache, Output, PoolKey};
@@ -50,6 +51,9 @@ impl PoolSim {
                 }
                 Output::Connect { conn, key, addr } => {
                     assert_eq!(addr.port(), key.port());
+                    if let Some((retried, info)) = self.retrying.take_if(|(c, _)| *c == conn) {
+                        self.socks.insert(retried, info);
+                    }
                     let attempt = match self.socks.get(&conn) {
                         Some(SockInfo {
                             state: Sock::Connecting { attempt },
@@ -57,12 +61,18 @@ impl PoolSim {
                         }) => attempt + 1,
                         Some(other) => panic!("Connect for {conn:?} in state {other:?}"),
                         None => {
+                            // A literal address, or its lookup was answered just now.
+                            let addrs = match key.literal_addr() {
+                                Some(_) => 1,
+                                None => self.answered_addrs[key.host()],
+                            };
                             self.socks.insert(
                                 conn,
                                 SockInfo {
                                     key: key.clone(),
                                     state: Sock::Connecting { attempt: 0 },
                                     first_connect: self.now,
+                                    addrs,
                                 },
                             );
                             1
@@ -70,6 +80,20 @@ impl PoolSim {
                     };
                     let info = self.socks.get_mut(&conn).expect("just inserted");
                     assert_eq!(info.key, key, "a conn never changes key");
+                    assert!(
+                        attempt <= u32::from(info.addrs),
+                        "{conn:?}: more attempts than addresses"
+                    );
+                    let expected = key
+                        .literal_addr()
+                        .map_or(IpAddr::V4(Ipv4Addr::new(127, 0, 1, attempt as u8)), |a| {
+                            a.ip()
+                        });
+                    assert_eq!(
+                        addr.ip(),
+                        expected,
+                        "{conn:?}: the addresses are tried in order"
+                    );
                     info.state = Sock::Connecting { attempt };
                     self.check_caps();
                     let at = self.now + self.net.latency();
@@ -121,10 +145,14 @@ impl PoolSim {
                             | CloseReason::Shutdown,
                             Sock::Idle { .. },
                         ) => {}
-                        (
-                            CloseReason::ConnectTimedOut | CloseReason::Shutdown,
-                            Sock::Connecting { .. },
-                        ) => {}
+                        (CloseReason::ConnectTimedOut, Sock::Connecting { attempt }) => {
+                            assert_eq!(
+                                *attempt,
+                                u32::from(info.addrs),
+                                "{conn:?} gave up at a timeout with addresses left"
+                            );
+                        }
+                        (CloseReason::Shutdown, Sock::Connecting { .. }) => {}
                         (reason, state) => panic!("Close {reason:?} of a conn in state {state:?}"),
                     }
                 }

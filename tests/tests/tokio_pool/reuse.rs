@@ -160,7 +160,7 @@ async fn global_cap_evicts_the_least_recently_used_idle_connection_of_another_ho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv6_loopback_target_connects_and_is_reused() {
     bounded(10, async {
-        let server = match Server::start_on(Ipv6Addr::LOCALHOST.into(), Behavior::Echo) {
+        let server = match Server::start_at((Ipv6Addr::LOCALHOST, 0).into(), Behavior::Echo) {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("skipped: this machine cannot listen on ::1 ({e})");
@@ -192,7 +192,7 @@ async fn a_bind_address_is_never_ignored_for_an_address_of_the_other_family() {
         let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let pool = Pool::builder().bind_address(v4).build().unwrap();
         // The only address is IPv6: a clear failure, not a connection from another source.
-        if let Ok(v6_server) = Server::start_on(Ipv6Addr::LOCALHOST.into(), Behavior::Echo) {
+        if let Ok(v6_server) = Server::start_at((Ipv6Addr::LOCALHOST, 0).into(), Behavior::Echo) {
             let t: Target = format!("tcp://[::1]:{}", v6_server.addr.port())
                 .parse()
                 .unwrap();
