@@ -101,7 +101,7 @@ pub enum CheckoutError {
 pub enum ResolveError {
     /// The name does not exist or has no addresses.
     NotFound,
-    /// The resolver gave no answer within `connect_timeout`.
+    /// The resolver gave no answer within `connect_timeout` (or said it gave up waiting).
     TimedOut,
     /// Any other resolver failure, with the OS or resolver error code when there is one.
     Failed {
