@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 
 use moor_core::ConfigError;
-use moor_core::pool::{CheckoutError, ConnectError};
+use moor_core::pool::{CheckoutError, ConnectError, ResolveError};
 
 /// Why [`Pool::get`](crate::Pool::get) gave no connection: the core's cause, plus the
 /// operating system's or TLS library's error behind it when there is one (for example
@@ -32,11 +32,14 @@ impl Error {
         self.source.as_deref()
     }
 
-    /// Whether the checkout's deadline passed.
+    /// Whether something ran out of time: the checkout's deadline, the connect attempts, or
+    /// the host's lookup.
     pub fn is_timeout(&self) -> bool {
         matches!(
             self.kind,
-            CheckoutError::TimedOut | CheckoutError::Connect(ConnectError::TimedOut)
+            CheckoutError::TimedOut
+                | CheckoutError::Connect(ConnectError::TimedOut)
+                | CheckoutError::Resolve(ResolveError::TimedOut)
         )
     }
 
@@ -74,9 +77,7 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match e.kind {
-            CheckoutError::TimedOut | CheckoutError::Connect(ConnectError::TimedOut) => {
-                io::ErrorKind::TimedOut
-            }
+            _ if e.is_timeout() => io::ErrorKind::TimedOut,
             CheckoutError::Connect(ConnectError::Refused) => io::ErrorKind::ConnectionRefused,
             CheckoutError::Resolve(_) => io::ErrorKind::NotFound,
             _ => io::ErrorKind::Other,
@@ -201,7 +202,23 @@ mod tests {
             )),
             io::ErrorKind::NotFound
         );
+        assert_eq!(
+            io_kind(CheckoutError::Resolve(
+                moor_core::pool::ResolveError::TimedOut
+            )),
+            io::ErrorKind::TimedOut
+        );
         assert_eq!(io_kind(CheckoutError::Shutdown), io::ErrorKind::Other);
+        let timeouts = [
+            CheckoutError::TimedOut,
+            CheckoutError::Connect(ConnectError::TimedOut),
+            CheckoutError::Resolve(moor_core::pool::ResolveError::TimedOut),
+        ];
+        for kind in timeouts {
+            assert!(Error::new(kind, None).is_timeout(), "{kind}");
+        }
+        let refused = CheckoutError::Connect(ConnectError::Refused);
+        assert!(!Error::new(refused, None).is_timeout());
         // And the same messages, once each.
         let as_io = io::Error::from(handshake);
         assert_eq!(chain(&as_io).len(), 2);

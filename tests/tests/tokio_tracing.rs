@@ -1,6 +1,7 @@
 //! The tokio adapter's `tracing` events: a connection's life (resolve, connect, close and why)
 //! and every failure can be followed in the logs, and they show what the core decided (literal
-//! IPs are not looked up; concurrent checkouts share one lookup). The subscriber is
+//! IPs are not looked up; concurrent checkouts share one lookup; a lookup given up on is
+//! dropped). The subscriber is
 //! process-wide, so this file holds one test.
 
 use std::future::Future;
@@ -159,6 +160,22 @@ fn a_connections_life_and_every_failure_are_traced() {
             );
             drop(got);
             pool.shutdown().await;
+
+            // A lookup the pool gives up on: the give-up and the failure, with the cause.
+            let pool = Pool::builder()
+                .connect_timeout(Duration::from_millis(100))
+                .resolver(|_host| Box::pin(std::future::pending()))
+                .build()
+                .unwrap();
+            let err = pool
+                .get(&Target::new("tcp", "never.test", 1))
+                .await
+                .unwrap_err();
+            assert!(err.is_timeout(), "{err}");
+            let lines = capture.take();
+            has_line(&lines, &["resolving", "host=never.test"]);
+            has_line(&lines, &["lookup abandoned", "host=never.test"]);
+            has_line(&lines, &["checkout failed", "resolver timed out"]);
         })
         .await
         .expect("test exceeded its time bound");
