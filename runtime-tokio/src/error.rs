@@ -197,22 +197,18 @@ mod tests {
             io::ErrorKind::ConnectionRefused
         );
         assert_eq!(
-            io_kind(CheckoutError::Resolve(
-                moor_core::pool::ResolveError::NotFound
-            )),
+            io_kind(CheckoutError::Resolve(ResolveError::NotFound)),
             io::ErrorKind::NotFound
         );
         assert_eq!(
-            io_kind(CheckoutError::Resolve(
-                moor_core::pool::ResolveError::TimedOut
-            )),
+            io_kind(CheckoutError::Resolve(ResolveError::TimedOut)),
             io::ErrorKind::TimedOut
         );
         assert_eq!(io_kind(CheckoutError::Shutdown), io::ErrorKind::Other);
         let timeouts = [
             CheckoutError::TimedOut,
             CheckoutError::Connect(ConnectError::TimedOut),
-            CheckoutError::Resolve(moor_core::pool::ResolveError::TimedOut),
+            CheckoutError::Resolve(ResolveError::TimedOut),
         ];
         for kind in timeouts {
             assert!(Error::new(kind, None).is_timeout(), "{kind}");

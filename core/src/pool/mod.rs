@@ -420,20 +420,7 @@ impl<K: PoolKey> Pool<K> {
     ) -> Result<(), UsageError> {
         self.expect_connecting(conn, "fail connect")?;
         self.time.check(now)?;
-        let id = conn.to_raw();
-        let Some(Conn {
-            state: ConnState::Connecting { addrs, index, .. },
-            ..
-        }) = self.conns.get(id)
-        else {
-            unreachable!("checked above");
-        };
-        if index + 1 < addrs.len() {
-            let (addrs, next) = (addrs.clone(), index + 1);
-            self.start_connect(now, id, addrs, next);
-        } else {
-            self.give_up_conn(now, id, CheckoutError::Connect(cause), None);
-        }
+        self.attempt_failed(now, conn.to_raw(), cause, None);
         self.serve_blocked(now);
         Ok(())
     }

@@ -107,21 +107,15 @@ impl<K: PoolKey> Pool<K> {
         match self.conn_deadline(c) {
             None => {}
             Some(deadline) if deadline > now => self.arm_conn(id),
-            Some(_) => match &c.state {
-                // A silent address is as dead as a refusing one: try the next, if any.
-                ConnState::Connecting { addrs, index, .. } if index + 1 < addrs.len() => {
-                    let (addrs, next) = (addrs.clone(), index + 1);
-                    self.start_connect(now, id, addrs, next);
-                }
-                ConnState::Connecting { .. } => {
-                    self.give_up_conn(
-                        now,
-                        id,
-                        CheckoutError::Connect(ConnectError::TimedOut),
-                        Some(CloseReason::ConnectTimedOut),
-                    );
-                }
-                &ConnState::Idle { since } => {
+            Some(_) => match c.state {
+                // A silent address is as dead as a refusing one.
+                ConnState::Connecting { .. } => self.attempt_failed(
+                    now,
+                    id,
+                    ConnectError::TimedOut,
+                    Some(CloseReason::ConnectTimedOut),
+                ),
+                ConnState::Idle { since } => {
                     let reason = if since + self.config.idle_timeout <= now {
                         self.counters.idle_expired += 1;
                         CloseReason::IdleTimeout
@@ -366,16 +360,30 @@ impl<K: PoolKey> Pool<K> {
         self.gc_key(c.key);
     }
 
-    /// A connection that could not be opened: fail checkouts with `error`: all of the key's
-    /// waiters if nothing else could serve them, else the oldest one.
-    pub(super) fn give_up_conn(
+    /// A connect attempt failed (`reason`: the driver still has it, and is to close it): the
+    /// next address is tried. With none left the connection is given up, and checkouts fail
+    /// with `cause`: all of the key's waiters if nothing else could serve them, else the oldest.
+    pub(super) fn attempt_failed(
         &mut self,
         now: Instant,
         id: u64,
-        error: CheckoutError,
+        cause: ConnectError,
         reason: Option<CloseReason>,
     ) {
-        let key_id = self.conns.get(id).expect("live conn").key;
+        let Some(Conn {
+            key: key_id,
+            state: ConnState::Connecting { addrs, index, .. },
+            ..
+        }) = self.conns.get(id)
+        else {
+            unreachable!("only a connecting conn has an attempt");
+        };
+        let key_id = *key_id;
+        if index + 1 < addrs.len() {
+            let (addrs, next) = (addrs.clone(), index + 1);
+            self.start_connect(now, id, addrs, next);
+            return;
+        }
         self.counters.connect_failures += 1;
         self.close_conn(id, reason);
         let Some(ks) = self.keys.get(key_id) else {
@@ -383,7 +391,7 @@ impl<K: PoolKey> Pool<K> {
         };
         let fail_all = ks.gauges.open == 0;
         while let Some(waiter) = self.keys.get(key_id).and_then(|ks| ks.waiters.front()) {
-            self.fail_waiter(waiter, error);
+            self.fail_waiter(waiter, CheckoutError::Connect(cause));
             if !fail_all {
                 break;
             }
