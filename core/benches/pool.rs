@@ -20,7 +20,9 @@ fn warm(pool: &mut Pool<Endpoint>, now: Instant, key: &Endpoint) -> ConnId {
                 Output::Resolve { host } => {
                     pool.handle_resolved(now, &host, Ok(&LOOPBACK)).unwrap()
                 }
-                Output::Connect { conn, .. } => pool.handle_connected(now, conn).unwrap(),
+                Output::Connect { conn, attempt, .. } => {
+                    pool.handle_connected(now, conn, attempt).unwrap()
+                }
                 Output::Acquired { conn: c, .. } => conn = Some(c),
                 other => panic!("unexpected {other:?}"),
             }

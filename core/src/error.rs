@@ -77,6 +77,14 @@ pub enum UsageError {
     UnknownCheckout(CheckoutId),
     /// No live connection has this id (never minted, or already closed).
     UnknownConn(ConnId),
+    /// The connection is connecting, but has no such attempt running (never started, already
+    /// answered, or cancelled: a late answer's socket should be dropped).
+    UnknownAttempt {
+        /// The connection.
+        conn: ConnId,
+        /// The attempt named.
+        attempt: usize,
+    },
     /// No live worker has this id.
     UnknownWorker(WorkerId),
     /// The operation does not apply in the object's current state (for example checking in a
@@ -117,6 +125,10 @@ impl fmt::Display for UsageError {
                 write!(f, "no waiting {c} (never made, or already answered)")
             }
             UsageError::UnknownConn(c) => write!(f, "unknown {c} (never opened or already closed)"),
+            UsageError::UnknownAttempt { conn, attempt } => write!(
+                f,
+                "{conn} has no connect attempt {attempt} running (never started, answered or cancelled)"
+            ),
             UsageError::UnknownWorker(w) => write!(f, "unknown {w}"),
             UsageError::WrongState { operation, state } => {
                 write!(f, "cannot {operation}: it is {state}")

@@ -64,7 +64,8 @@
 //!                 let addrs = [IpAddr::V4(Ipv4Addr::LOCALHOST)]; // the fake resolver
 //!                 pool.handle_resolved(now, &host, Ok(&addrs))?;
 //!             }
-//!             Output::Connect { conn, .. } => pool.handle_connected(now, conn)?, // the fake network
+//!             // The fake network: every attempt connects at once.
+//!             Output::Connect { conn, attempt, .. } => pool.handle_connected(now, conn, attempt)?,
 //!             Output::Acquired { checkout, conn, from_cache } => {
 //!                 answers.push((checkout, from_cache));
 //!                 // ... use the connection, then give it back, healthy:

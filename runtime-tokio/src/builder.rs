@@ -159,6 +159,16 @@ impl Builder {
         self
     }
 
+    /// Happy Eyeballs (RFC 8305): how long a connect attempt runs alone before the host's
+    /// next address is tried beside it; the first to connect wins and the others are dropped
+    /// (default 250 ms). The pool also alternates IPv6 and IPv4 addresses. `None`: one
+    /// attempt at a time, the next only when one fails or runs out of `connect_timeout`.
+    #[must_use]
+    pub fn next_attempt_delay(mut self, d: Option<Duration>) -> Self {
+        self.config.next_attempt_delay = d;
+        self
+    }
+
     /// Connections older than this are closed instead of reused (default: no limit).
     #[must_use]
     pub fn max_lifetime(mut self, d: Option<Duration>) -> Self {

@@ -11,7 +11,7 @@
 //! that checkout's own one-shot slot after the lock is released: the woken checkout never
 //! takes the pool's lock again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::ops::{Deref, DerefMut};
@@ -78,10 +78,9 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// What the driver holds for each connection the core knows.
+/// What the driver holds for each open connection the core knows (a connecting one has only
+/// its attempts, in [`State::attempts`]).
 pub(crate) enum Slot {
-    /// A connect task is running: the attempt it makes (see [`State::spawned`]), and its task.
-    Connecting(u64, AbortHandle),
     /// Open and not leased: idle, or just connected/returned and about to be handed over.
     Parked { stream: Stream, waker: Waker },
     /// Leased: the guard holds the stream.
@@ -99,12 +98,16 @@ pub(crate) struct State {
     /// checkout dropped after its answer cannot mistake a later checkout's slot for its own).
     pub(crate) waiters: IdMap<CheckoutId, WaiterSlot>,
     pub(crate) conns: IdMap<ConnId, Slot>,
-    /// Lookups in flight, by host: which lookup (see [`State::spawned`]) and its task.
+    /// Connect attempts running, by connection and attempt: a pair the core never reuses, so
+    /// an attempt that was cancelled but finished anyway is recognised (it is not here) and
+    /// its socket dropped.
+    attempts: BTreeMap<(ConnId, usize), AbortHandle>,
+    /// Lookups in flight, by host: which lookup (see [`State::lookups_started`]) and its task.
     lookups: HashMap<Arc<str>, (u64, AbortHandle)>,
-    /// Lookups and connect attempts started so far: each task carries its number, so one
-    /// that was abandoned but finished anyway is told from its successor for the same host
-    /// or connection, and its result dropped.
-    spawned: u64,
+    /// Lookups started so far: each lookup task carries its number, so one that was abandoned
+    /// but finished anyway is told from its successor for the same host, and its result
+    /// dropped.
+    lookups_started: u64,
     /// The deadline the driver sleeps until (`None`: until notified).
     driver_deadline: Option<Instant>,
     drained: bool,
@@ -197,8 +200,9 @@ impl Pool {
                 last_now: Instant::ZERO,
                 waiters: IdMap::default(),
                 conns: IdMap::default(),
+                attempts: BTreeMap::new(),
                 lookups: HashMap::new(),
-                spawned: 0,
+                lookups_started: 0,
                 driver_deadline: None,
                 drained: false,
                 deliveries: Vec::new(),
@@ -352,8 +356,8 @@ impl Inner {
             match output {
                 Output::Resolve { host } => {
                     debug!(%host, "resolving");
-                    st.spawned += 1;
-                    let lookup = st.spawned;
+                    st.lookups_started += 1;
+                    let lookup = st.lookups_started;
                     let inner = self.clone();
                     let task = self.rt.spawn({
                         let host = host.clone();
@@ -370,27 +374,39 @@ impl Inner {
                         task.abort();
                     }
                 }
-                Output::Connect { conn, key, addr } => {
-                    debug!(conn = conn.to_raw(), target = %key, %addr, "connecting");
-                    st.spawned += 1;
-                    let attempt = st.spawned;
+                Output::Connect {
+                    conn,
+                    attempt,
+                    key,
+                    addr,
+                } => {
+                    debug!(conn = conn.to_raw(), attempt, target = %key, %addr, "connecting");
                     let inner = self.clone();
                     let task = self.rt.spawn(async move {
                         let result = connect::open(&inner.net, &key, addr).await;
                         inner.connected(conn, attempt, result);
                     });
-                    let slot = Slot::Connecting(attempt, task.abort_handle());
-                    // The next address after a timed-out attempt: that one is abandoned.
-                    if let Some(Slot::Connecting(_, previous)) = st.conns.insert(conn, slot) {
-                        previous.abort();
+                    st.attempts.insert((conn, attempt), task.abort_handle());
+                }
+                Output::CancelConnect { conn, attempt } => {
+                    debug!(conn = conn.to_raw(), attempt, "connect attempt cancelled");
+                    if let Some(task) = st.attempts.remove(&(conn, attempt)) {
+                        task.abort();
                     }
                 }
                 Output::Close { conn, reason } => {
                     debug!(conn = conn.to_raw(), ?reason, "closing");
-                    match st.conns.remove(&conn) {
-                        Some(Slot::Connecting(_, task)) => task.abort(),
-                        // Dropping the stream closes the socket.
-                        Some(Slot::Parked { .. } | Slot::Leased { .. }) | None => {}
+                    // Dropping the stream closes the socket; a connection still connecting has
+                    // only attempts to stop.
+                    if st.conns.remove(&conn).is_none() {
+                        let running: Vec<_> = st
+                            .attempts
+                            .range((conn, 0)..=(conn, usize::MAX))
+                            .map(|(&id, _)| id)
+                            .collect();
+                        for id in running {
+                            st.attempts.remove(&id).expect("just listed").abort();
+                        }
                     }
                 }
                 Output::Acquired {
@@ -570,36 +586,34 @@ impl Inner {
     fn connected(
         self: &Arc<Self>,
         conn: ConnId,
-        attempt: u64,
+        attempt: usize,
         result: Result<Stream, (moor_core::pool::ConnectError, io::Error)>,
     ) {
         let (mut st, now) = self.lock();
-        if !matches!(st.conns.get(&conn), Some(&Slot::Connecting(current, _)) if current == attempt)
-        {
-            // Abandoned while it finished (closed, or timed out in favour of the next
-            // address): drop whatever we got.
+        if st.attempts.remove(&(conn, attempt)).is_none() {
+            // Cancelled or closed while it finished (a rival won, it timed out, or the pool
+            // shut down): drop whatever we got.
             return;
         }
         match result {
             Ok(stream) => {
-                debug!(conn = conn.to_raw(), "connected");
+                debug!(conn = conn.to_raw(), attempt, "connected");
                 let waker = Waker::from(Arc::new(IdleWaker {
                     conn,
                     inner: Arc::downgrade(self),
                 }));
                 st.conns.insert(conn, Slot::Parked { stream, waker });
                 st.core
-                    .handle_connected(now, conn)
-                    .expect("a connecting slot is a connecting connection");
+                    .handle_connected(now, conn, attempt)
+                    .expect("a running attempt is one the core is making");
                 self.pump(&mut st, None, None);
                 self.settle(&mut st, now, conn);
             }
             Err((kind, e)) => {
-                debug!(conn = conn.to_raw(), error = %e, "connect failed");
-                st.conns.remove(&conn);
+                debug!(conn = conn.to_raw(), attempt, error = %e, "connect failed");
                 st.core
-                    .handle_connect_failed(now, conn, kind)
-                    .expect("a connecting slot is a connecting connection");
+                    .handle_connect_failed(now, conn, attempt, kind)
+                    .expect("a running attempt is one the core is making");
                 self.pump(&mut st, None, Some(&connect::shared(e)));
             }
         }

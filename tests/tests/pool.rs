@@ -77,6 +77,7 @@ fn same_seed_same_trace() {
 fn the_simulation_reaches_every_behaviour() {
     let mut total = moor_core::pool::Counters::default();
     let (mut lookups_cancelled_late, mut lookups_cancelled_by_shutdown) = (0, 0);
+    let (mut races, mut races_won, mut attempts_timed_out) = (0, 0, 0);
     for seed in 0..200u64 {
         let mut rng = moor_core::Rng::new(seed);
         let knobs: [u8; 6] = std::array::from_fn(|_| rng.below(256) as u8);
@@ -96,6 +97,9 @@ fn the_simulation_reaches_every_behaviour() {
                 .filter(|line| line.contains("CancelResolve"))
                 .count() as u64
         };
+        races += sim.races;
+        races_won += sim.races_won;
+        attempts_timed_out += sim.attempts_timed_out;
         let before = cancels(&sim);
         lookups_cancelled_late += before;
         sim.finish();
@@ -112,9 +116,17 @@ fn the_simulation_reaches_every_behaviour() {
         ("cancellations", c.cancellations),
         ("idle_expired", c.idle_expired),
         ("lookups cancelled late", lookups_cancelled_late),
+        ("attempts raced", races),
+        ("races won with rivals cancelled", races_won),
     ] {
+        eprintln!("{name}: {n}");
         assert!(n >= 10, "{name} reached only {n} times: {c:?}");
     }
+    // Rarer: a silent address (2% of attempts) with another address left or still running.
+    assert!(
+        attempts_timed_out >= 3,
+        "attempts cancelled at their timeout: only {attempts_timed_out}"
+    );
     // Only a run that ends with a lookup in flight gets here: rarer.
     assert!(
         lookups_cancelled_by_shutdown >= 3,

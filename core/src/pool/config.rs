@@ -14,7 +14,8 @@ pub enum Reuse {
     Fifo,
 }
 
-/// Limits and timeouts of a [`Pool`](super::Pool). `Config::default()` has the seed's values.
+/// Limits and timeouts of a [`Pool`](super::Pool). `Config::default()` has the seed's values
+/// (and RFC 8305's for `next_attempt_delay`, which the seed lacks).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Most connections (connecting, idle or leased) to one key. Seed default: 4.
@@ -30,6 +31,13 @@ pub struct Config {
     /// goes on to the host's next address, as a failed one does; the checkout's own deadline
     /// bounds them all.
     pub connect_timeout: Duration,
+    /// Happy Eyeballs (RFC 8305): how long a connect attempt runs alone before the host's next
+    /// address is tried beside it. The first attempt to connect wins and the others are
+    /// cancelled, so one silent address (a blackholed IPv6 route, a dead replica) costs this
+    /// delay instead of a whole `connect_timeout`. The pool also alternates address families
+    /// (IPv6, IPv4, IPv6 …, starting with the resolver's first). `None`: one attempt at a time,
+    /// the next starting only when one fails or times out. Default: 250 ms, the RFC's.
+    pub next_attempt_delay: Option<Duration>,
     /// Connections older than this are closed instead of reused. `None`: no limit.
     pub max_lifetime: Option<Duration>,
     /// Most checkouts waiting at once, over all keys. One more fails with `QueueFull`.
@@ -46,6 +54,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(30),
+            next_attempt_delay: Some(Duration::from_millis(250)),
             max_lifetime: None,
             max_waiters: 65_536,
             reuse: Reuse::Lifo,
@@ -78,6 +87,9 @@ impl Config {
         }
         if self.connect_timeout.is_zero() {
             return zero("connect_timeout");
+        }
+        if self.next_attempt_delay.is_some_and(|d| d.is_zero()) {
+            return zero("next_attempt_delay");
         }
         if self.max_lifetime.is_some_and(|d| d.is_zero()) {
             return zero("max_lifetime");

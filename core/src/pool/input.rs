@@ -36,9 +36,21 @@ pub enum Input<K: PoolKey> {
         result: Result<Vec<IpAddr>, ResolveError>,
     },
     /// [`Pool::handle_connected`].
-    Connected(ConnId),
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// The attempt that connected.
+        attempt: usize,
+    },
     /// [`Pool::handle_connect_failed`].
-    ConnectFailed(ConnId, ConnectError),
+    ConnectFailed {
+        /// The connection.
+        conn: ConnId,
+        /// The attempt that failed.
+        attempt: usize,
+        /// Why.
+        cause: ConnectError,
+    },
     /// [`Pool::handle_idle_closed`].
     IdleClosed(ConnId),
     /// [`Pool::handle_shutdown`].
@@ -64,8 +76,12 @@ impl<K: PoolKey> Pool<K> {
             Input::Resolved { host, result } => {
                 self.handle_resolved(now, &host, result.as_deref().map_err(|e| *e))
             }
-            Input::Connected(conn) => self.handle_connected(now, conn),
-            Input::ConnectFailed(conn, cause) => self.handle_connect_failed(now, conn, cause),
+            Input::Connected { conn, attempt } => self.handle_connected(now, conn, attempt),
+            Input::ConnectFailed {
+                conn,
+                attempt,
+                cause,
+            } => self.handle_connect_failed(now, conn, attempt, cause),
             Input::IdleClosed(conn) => self.handle_idle_closed(now, conn),
             Input::Shutdown => self.handle_shutdown(now),
             Input::Timeout => {

@@ -1,6 +1,6 @@
 //! The pool's internal invariants, checked by tests and fuzzing after every step.
 
-use super::{Gauges, Pool, PoolKey, PoolState, Timer};
+use super::{ConnState, Gauges, Pool, PoolKey, PoolState, Timer};
 
 impl<K: PoolKey> Pool<K> {
     /// Checks the pool's internal invariants, panicking on a violation. For tests and fuzzing:
@@ -74,6 +74,22 @@ impl<K: PoolKey> Pool<K> {
         }
         assert_eq!(sum, self.total, "per-key gauges add up to the totals");
         for (id, c) in self.conns.iter() {
+            if let ConnState::Connecting(a) = &c.state {
+                assert!(!a.running.is_empty(), "a connecting conn with no attempt");
+                assert!(a.next <= a.addrs.len());
+                assert!(
+                    a.running
+                        .windows(2)
+                        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+                    "attempts out of start order"
+                );
+                assert!(a.running.iter().all(|&(n, _)| n < a.next));
+                assert_eq!(
+                    a.next_start.is_some(),
+                    self.config.next_attempt_delay.is_some() && a.next < a.addrs.len(),
+                    "a next start exactly when an address is left to race"
+                );
+            }
             if let Some(deadline) = self.conn_deadline(c) {
                 let at = c.armed.expect("a connection with a deadline has a timer");
                 assert!(at <= deadline, "timer armed after the deadline");

@@ -28,6 +28,7 @@ mod stats;
 mod tests;
 mod transitions;
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -124,12 +125,8 @@ struct Conn {
 enum ConnState {
     /// Waiting for its host's resolution (no socket yet).
     Resolving { resolution: u64 },
-    /// The driver is connecting to `addrs[index]`.
-    Connecting {
-        addrs: Arc<[IpAddr]>,
-        index: usize,
-        deadline: Instant,
-    },
+    /// The driver is making one or more connect attempts.
+    Connecting(Box<Attempts>),
     /// Kept alive, waiting for reuse.
     Idle { since: Instant },
     /// Checked out.
@@ -139,10 +136,38 @@ enum ConnState {
 impl ConnState {
     fn name(&self) -> &'static str {
         match self {
-            ConnState::Resolving { .. } | ConnState::Connecting { .. } => "connecting",
+            ConnState::Resolving { .. } | ConnState::Connecting(_) => "connecting",
             ConnState::Idle { .. } => "idle",
             ConnState::Leased => "leased",
         }
+    }
+}
+
+/// A connecting connection's attempts: boxed in [`ConnState`], so the other states (the
+/// cache-hit path's) stay small.
+#[derive(Debug, Clone)]
+struct Attempts {
+    /// Its host's addresses, in the order they are tried (see [`transitions::happy_order`]).
+    addrs: Arc<[IpAddr]>,
+    /// The next address to try (`addrs.len()`: none left).
+    next: usize,
+    /// The attempts in flight with their deadlines, oldest first: in deadline order, as `now`
+    /// never goes backwards. Never empty.
+    running: Vec<(usize, Instant)>,
+    /// When `addrs[next]` starts even if nothing fails first (`next_attempt_delay`); `None`
+    /// when no address is left or attempts go one at a time.
+    next_start: Option<Instant>,
+}
+
+impl Attempts {
+    /// When the connection's timer must fire: an attempt's timeout or the next start.
+    fn deadline(&self) -> Instant {
+        let timeout = self
+            .running
+            .first()
+            .expect("a connecting conn has an attempt")
+            .1;
+        self.next_start.map_or(timeout, |start| start.min(timeout))
     }
 }
 
@@ -351,8 +376,9 @@ impl<K: PoolKey> Pool<K> {
     }
 
     /// The answer to [`Output::Resolve`]: the host's addresses, or why there are none. Each
-    /// connection waiting on it tries the addresses in order; an error (or an empty list) fails
-    /// every checkout waiting on that host at once.
+    /// connection waiting on it tries them in the resolver's order, except that address
+    /// families alternate (RFC 8305 §4: the first address's family, then the other, …); an
+    /// error (or an empty list) fails every checkout waiting on that host at once.
     ///
     /// # Errors
     /// [`UsageError::WrongState`] if `host` is not being resolved (never asked, already answered,
@@ -380,9 +406,9 @@ impl<K: PoolKey> Pool<K> {
         let waiting = self.still_resolving(resolution, r.conns);
         match result {
             Ok(addrs) if !addrs.is_empty() => {
-                let addrs: Arc<[IpAddr]> = Arc::from(addrs);
+                let addrs = transitions::happy_order(addrs);
                 for conn in waiting {
-                    self.start_connect(now, conn, addrs.clone(), 0);
+                    self.start_connect(now, conn, addrs.clone());
                 }
             }
             Ok(_) => self.fail_resolution(now, waiting, ResolveError::NotFound),
@@ -392,23 +418,32 @@ impl<K: PoolKey> Pool<K> {
         Ok(())
     }
 
-    /// The answer to [`Output::Connect`]: the connection is open. It goes to the oldest waiter of
-    /// its key ([`FromCache::Fresh`]), or becomes idle if that checkout was cancelled.
+    /// The answer to [`Output::Connect`]: attempt `attempt` of `conn` connected. The
+    /// connection's other attempts are cancelled ([`Output::CancelConnect`]) and it goes to the
+    /// oldest waiter of its key ([`FromCache::Fresh`]), or becomes idle if that checkout was
+    /// cancelled.
     ///
     /// # Errors
-    /// [`UsageError::UnknownConn`] / [`UsageError::WrongState`] if `conn` is not connecting (for
-    /// example it was closed for taking too long: the driver should drop the socket).
-    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) -> Result<(), UsageError> {
-        self.expect_connecting(conn, "complete connect")?;
+    /// [`UsageError::UnknownConn`] / [`UsageError::WrongState`] if `conn` is not connecting,
+    /// [`UsageError::UnknownAttempt`] if that attempt is not running (for example it was
+    /// cancelled: the driver should drop the socket).
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        attempt: usize,
+    ) -> Result<(), UsageError> {
+        self.expect_attempt(conn, attempt, "complete connect")?;
         self.time.check(now)?;
-        self.hand_over(now, conn.to_raw(), FromCache::Fresh);
+        self.attempt_won(now, conn.to_raw(), attempt);
         self.serve_blocked(now);
         Ok(())
     }
 
-    /// The answer to [`Output::Connect`]: the attempt failed. The next address is tried; when
-    /// none is left the connection is given up and checkouts fail with `cause` (all of the key's
-    /// waiters if the key has no other connection that could serve them, else the oldest one).
+    /// The answer to [`Output::Connect`]: attempt `attempt` of `conn` failed. The next address
+    /// is tried at once; when none is left and no other attempt is running, the connection is
+    /// given up and checkouts fail with `cause` (all of the key's waiters if the key has no
+    /// other connection that could serve them, else the oldest one).
     ///
     /// # Errors
     /// As [`Pool::handle_connected`].
@@ -416,11 +451,12 @@ impl<K: PoolKey> Pool<K> {
         &mut self,
         now: Instant,
         conn: ConnId,
+        attempt: usize,
         cause: ConnectError,
     ) -> Result<(), UsageError> {
-        self.expect_connecting(conn, "fail connect")?;
+        self.expect_attempt(conn, attempt, "fail connect")?;
         self.time.check(now)?;
-        self.attempt_failed(now, conn.to_raw(), cause, None);
+        self.attempt_failed(now, conn.to_raw(), attempt, cause, false);
         self.serve_blocked(now);
         Ok(())
     }

@@ -26,20 +26,38 @@ pub enum Output<K: PoolKey> {
         /// The host no longer being looked up.
         host: K::Host,
     },
-    /// Open a connection to `addr` for `key` and answer with
-    /// [`Pool::handle_connected`](super::Pool::handle_connected) or
-    /// [`Pool::handle_connect_failed`](super::Pool::handle_connect_failed). A later `Connect` for
-    /// the same `conn` (the next address, after a failure or a timeout) starts a new attempt
-    /// and abandons the one before, if it is still running.
+    /// Make connect attempt `attempt` of connection `conn`: open a connection to `addr` for
+    /// `key`, and answer with [`Pool::handle_connected`](super::Pool::handle_connected) or
+    /// [`Pool::handle_connect_failed`](super::Pool::handle_connect_failed), naming the attempt.
+    ///
+    /// A connection tries its host's addresses in turn, attempt `0` first. With
+    /// [`Config::next_attempt_delay`](super::Config::next_attempt_delay) set (Happy Eyeballs,
+    /// RFC 8305) several attempts of one connection may run at once: the first to connect wins
+    /// and the others are cancelled. Each attempt ends with its answer, a
+    /// [`CancelConnect`](Output::CancelConnect), or a [`Close`](Output::Close) of the
+    /// connection.
     Connect {
         /// The connection's id.
         conn: ConnId,
+        /// Which attempt of this connection: the index of `addr` in its host's addresses, in
+        /// the order the pool tries them. Never repeated for one connection.
+        attempt: usize,
         /// The key it belongs to (scheme, TLS name …).
         key: K,
         /// Where to connect.
         addr: SocketAddr,
     },
-    /// Close the connection (or abandon its connect attempt) and forget it.
+    /// Stop connect attempt `attempt` of `conn` and drop whatever it opened: another attempt
+    /// connected first, or this one ran out of `connect_timeout` while the connection has other
+    /// addresses or attempts left. The connection itself goes on; the pool would refuse this
+    /// attempt's answer.
+    CancelConnect {
+        /// The connection.
+        conn: ConnId,
+        /// The attempt to stop.
+        attempt: usize,
+    },
+    /// Close the connection (or abandon all its connect attempts) and forget it.
     Close {
         /// The connection.
         conn: ConnId,
@@ -144,7 +162,7 @@ pub enum CloseReason {
     Discarded,
     /// The peer closed it or sent data while it was idle.
     PeerClosed,
-    /// Its connect attempt took longer than `connect_timeout`.
+    /// Its last connect attempt took longer than `connect_timeout`, with no address left.
     ConnectTimedOut,
     /// The pool is shutting down.
     Shutdown,

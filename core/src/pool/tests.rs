@@ -21,8 +21,16 @@ fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
+fn ip6(last: u16) -> IpAddr {
+    IpAddr::V6(core::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last))
+}
+
 fn secs(s: u64) -> Instant {
     Instant::from_secs(s)
+}
+
+fn millis(ms: u64) -> Instant {
+    Instant::from_millis(ms)
 }
 
 struct Harness {
@@ -62,8 +70,8 @@ impl Harness {
                         self.pool.handle_resolved(now, &host, Ok(&[ip(1)])).unwrap();
                         progressed = true;
                     }
-                    Output::Connect { conn, .. } => {
-                        self.pool.handle_connected(now, conn).unwrap();
+                    Output::Connect { conn, attempt, .. } => {
+                        self.pool.handle_connected(now, conn, attempt).unwrap();
                         progressed = true;
                     }
                     Output::Acquired {
@@ -100,6 +108,23 @@ fn failed(out: &[Output<Endpoint>]) -> Vec<(CheckoutId, CheckoutError)> {
     out.iter()
         .filter_map(|o| match o {
             Output::CheckoutFailed { checkout, error } => Some((*checkout, *error)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The connect attempts started and cancelled, in order: (conn, attempt, address or `None`
+/// for a cancel).
+fn attempts(out: &[Output<Endpoint>]) -> Vec<(ConnId, usize, Option<SocketAddr>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Connect {
+                conn,
+                attempt,
+                addr,
+                ..
+            } => Some((*conn, *attempt, Some(*addr))),
+            Output::CancelConnect { conn, attempt } => Some((*conn, *attempt, None)),
             _ => None,
         })
         .collect()
@@ -176,6 +201,13 @@ fn invalid_config_is_an_error() {
                 ..Config::default()
             },
             "connect_timeout",
+        ),
+        (
+            Config {
+                next_attempt_delay: Some(Duration::ZERO),
+                ..Config::default()
+            },
+            "next_attempt_delay",
         ),
         (
             Config {
@@ -267,7 +299,7 @@ fn cancelling_before_the_connection_exists_keeps_it_for_later() {
         .handle_resolved(secs(1), &"example.test".into(), Ok(&[ip(1)]))
         .unwrap();
     let conn = connects(&h.drain())[0].0;
-    h.pool.handle_connected(secs(2), conn).unwrap();
+    h.pool.handle_connected(secs(2), conn, 0).unwrap();
     assert_eq!(h.drain(), [], "a cancelled checkout gets no answer");
     assert_eq!(h.pool.stats().total.idle, 1);
     assert_eq!(
@@ -490,17 +522,18 @@ fn the_next_address_is_tried_when_a_connect_fails() {
     };
     assert_eq!(addr, SocketAddr::new(ip(1), 80));
     h.pool
-        .handle_connect_failed(secs(1), conn, ConnectError::Refused)
+        .handle_connect_failed(secs(1), conn, 0, ConnectError::Refused)
         .unwrap();
     assert_eq!(connects(&h.drain()), [(conn, SocketAddr::new(ip(2), 80))]);
-    h.pool.handle_connected(secs(1), conn).unwrap();
+    h.pool.handle_connected(secs(1), conn, 1).unwrap();
     assert_eq!(acquired(&h.drain()), [(c1, conn, FromCache::Fresh)]);
 }
 
 #[test]
-fn an_address_that_never_answers_gives_way_to_the_next_at_the_connect_timeout() {
+fn one_at_a_time_an_address_that_never_answers_gives_way_to_the_next_at_the_connect_timeout() {
     let mut h = Harness::new(Config {
         connect_timeout: Duration::from_secs(2),
+        next_attempt_delay: None,
         ..Config::default()
     });
     let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
@@ -518,19 +551,193 @@ fn an_address_that_never_answers_gives_way_to_the_next_at_the_connect_timeout() 
     let out = h.drain();
     assert_eq!(
         out,
-        [Output::Connect {
-            conn,
-            key: key(80),
-            addr: SocketAddr::new(ip(2), 80)
-        }],
-        "the checkout still waits: {out:?}"
+        [
+            Output::CancelConnect { conn, attempt: 0 },
+            Output::Connect {
+                conn,
+                attempt: 1,
+                key: key(80),
+                addr: SocketAddr::new(ip(2), 80)
+            }
+        ],
+        "the silent attempt is cancelled and the checkout still waits: {out:?}"
     );
     assert_eq!(h.pool.poll_timeout(), Some(secs(4)));
     h.pool.handle_timeout(secs(4));
     assert_eq!(connects(&h.drain()), [(conn, SocketAddr::new(ip(3), 80))]);
-    h.pool.handle_connected(secs(5), conn).unwrap();
+    assert_eq!(
+        h.pool.handle_connected(secs(5), conn, 0),
+        Err(UsageError::UnknownAttempt { conn, attempt: 0 }),
+        "a cancelled attempt's late answer is refused"
+    );
+    h.pool.handle_connected(secs(5), conn, 2).unwrap();
     assert_eq!(acquired(&h.drain()), [(c1, conn, FromCache::Fresh)]);
     assert_eq!(h.pool.stats().counters.connect_failures, 0);
+}
+
+#[test]
+fn address_families_alternate_starting_with_the_resolvers_first() {
+    let order = |addrs: &[IpAddr]| transitions::happy_order(addrs).to_vec();
+    assert_eq!(
+        order(&[ip(1), ip6(1), ip6(2), ip(2), ip(3)]),
+        [ip(1), ip6(1), ip(2), ip6(2), ip(3)]
+    );
+    assert_eq!(
+        order(&[ip6(1), ip6(2), ip6(3), ip(1)]),
+        [ip6(1), ip(1), ip6(2), ip6(3)]
+    );
+    assert_eq!(order(&[ip(3), ip(1), ip(2)]), [ip(3), ip(1), ip(2)]);
+    assert_eq!(order(&[]), Vec::<IpAddr>::new());
+}
+
+#[test]
+fn happy_eyeballs_races_the_next_address_after_the_delay_and_the_first_to_connect_wins() {
+    let mut h = Harness::new(Config::default());
+    let at = |ip| Some(SocketAddr::new(ip, 80));
+    let c1 = h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
+    h.drain();
+    h.pool
+        .handle_resolved(
+            millis(0),
+            &"example.test".into(),
+            Ok(&[ip6(1), ip6(2), ip(1), ip(2)]),
+        )
+        .unwrap();
+    let conn = connects(&h.drain())[0].0;
+    // The next address starts 250 ms after the last one while none has answered, the
+    // families alternating.
+    assert_eq!(h.pool.poll_timeout(), Some(millis(250)));
+    h.pool.handle_timeout(millis(249));
+    assert_eq!(h.drain(), []);
+    h.pool.handle_timeout(millis(250));
+    assert_eq!(attempts(&h.drain()), [(conn, 1, at(ip(1)))]);
+    h.pool.handle_timeout(millis(500));
+    assert_eq!(attempts(&h.drain()), [(conn, 2, at(ip6(2)))]);
+    assert_eq!(
+        h.pool.stats().total.connecting,
+        1,
+        "one connection, three attempts"
+    );
+    // The IPv4 attempt connects first: the two others are cancelled, then the checkout is
+    // answered.
+    h.pool.handle_connected(millis(600), conn, 1).unwrap();
+    let out = h.drain();
+    assert_eq!(attempts(&out), [(conn, 0, None), (conn, 2, None)]);
+    assert_eq!(acquired(&out), [(c1, conn, FromCache::Fresh)]);
+    assert!(
+        matches!(out.last(), Some(Output::Acquired { .. })),
+        "cancels come first: {out:?}"
+    );
+    // The last address never starts, and a loser's late answer is refused.
+    h.pool.handle_timeout(millis(750));
+    assert_eq!(h.drain(), []);
+    assert!(matches!(
+        h.pool.handle_connected(millis(800), conn, 0),
+        Err(UsageError::WrongState { .. })
+    ));
+    assert_eq!(h.pool.stats().counters.connect_failures, 0);
+}
+
+#[test]
+fn happy_eyeballs_starts_the_next_address_at_once_when_one_fails() {
+    let mut h = Harness::new(Config::default());
+    h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
+    h.drain();
+    h.pool
+        .handle_resolved(
+            millis(0),
+            &"example.test".into(),
+            Ok(&[ip(1), ip(2), ip(3)]),
+        )
+        .unwrap();
+    let conn = connects(&h.drain())[0].0;
+    h.pool
+        .handle_connect_failed(millis(100), conn, 0, ConnectError::Refused)
+        .unwrap();
+    assert_eq!(
+        attempts(&h.drain()),
+        [(conn, 1, Some(SocketAddr::new(ip(2), 80)))]
+    );
+    // The delay counts from the attempt just started.
+    h.pool.handle_timeout(millis(349));
+    assert_eq!(h.drain(), []);
+    h.pool.handle_timeout(millis(350));
+    assert_eq!(
+        attempts(&h.drain()),
+        [(conn, 2, Some(SocketAddr::new(ip(3), 80)))]
+    );
+}
+
+#[test]
+fn happy_eyeballs_a_silent_attempt_is_cancelled_while_another_runs_and_the_last_cause_is_reported()
+{
+    let mut h = Harness::new(Config {
+        connect_timeout: Duration::from_secs(1),
+        ..Config::default()
+    });
+    let c1 = h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
+    h.drain();
+    h.pool
+        .handle_resolved(millis(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
+        .unwrap();
+    let conn = connects(&h.drain())[0].0;
+    h.pool.handle_timeout(millis(250));
+    assert_eq!(connects(&h.drain()).len(), 1);
+    assert_eq!(
+        h.pool.poll_timeout(),
+        Some(millis(1000)),
+        "no address left to start"
+    );
+    // The first attempt runs out while the second still runs: only it is given up.
+    h.pool.handle_timeout(millis(1000));
+    assert_eq!(attempts(&h.drain()), [(conn, 0, None)]);
+    assert_eq!(
+        h.pool.handle_connected(millis(1000), conn, 0),
+        Err(UsageError::UnknownAttempt { conn, attempt: 0 })
+    );
+    assert_eq!(h.pool.stats().total.waiters, 1);
+    // The second fails: nothing is left, so the checkout gets that attempt's cause.
+    h.pool
+        .handle_connect_failed(millis(1100), conn, 1, ConnectError::Unreachable)
+        .unwrap();
+    let out = h.drain();
+    assert_eq!(
+        failed(&out),
+        [(c1, CheckoutError::Connect(ConnectError::Unreachable))]
+    );
+    assert_eq!(closes(&out), [], "the driver has no attempt left to close");
+    assert_eq!(h.pool.stats().counters.connect_failures, 1);
+    assert_eq!(h.pool.stats().total, Gauges::default());
+}
+
+#[test]
+fn happy_eyeballs_waits_for_attempts_still_running_before_giving_up() {
+    let mut h = Harness::new(Config {
+        connect_timeout: Duration::from_secs(1),
+        ..Config::default()
+    });
+    let c1 = h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
+    h.drain();
+    h.pool
+        .handle_resolved(millis(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
+        .unwrap();
+    let conn = connects(&h.drain())[0].0;
+    h.pool.handle_timeout(millis(250));
+    h.drain();
+    // The second is refused while the first still runs: the checkout waits for it.
+    h.pool
+        .handle_connect_failed(millis(300), conn, 1, ConnectError::Refused)
+        .unwrap();
+    assert_eq!(h.drain(), []);
+    // The first runs out too: the connection is given up, its attempt closed.
+    h.pool.handle_timeout(millis(1000));
+    let out = h.drain();
+    assert_eq!(closes(&out), [(conn, CloseReason::ConnectTimedOut)]);
+    assert_eq!(
+        failed(&out),
+        [(c1, CheckoutError::Connect(ConnectError::TimedOut))]
+    );
+    assert_eq!(attempts(&out), [], "the Close covers the attempt");
 }
 
 #[test]
@@ -548,7 +755,7 @@ fn refusal_on_every_address_fails_all_waiters_with_the_real_cause() {
         .unwrap();
     let conn = connects(&h.drain())[0].0;
     h.pool
-        .handle_connect_failed(secs(0), conn, ConnectError::Refused)
+        .handle_connect_failed(secs(0), conn, 0, ConnectError::Refused)
         .unwrap();
     let e = CheckoutError::Connect(ConnectError::Refused);
     assert_eq!(failed(&h.drain()), [(c[0], e), (c[1], e), (c[2], e)]);
@@ -579,7 +786,7 @@ fn a_connect_that_hangs_times_out_and_closes() {
         [(c1, CheckoutError::Connect(ConnectError::TimedOut))]
     );
     assert_eq!(
-        h.pool.handle_connected(secs(3), conn),
+        h.pool.handle_connected(secs(3), conn, 0),
         Err(UsageError::UnknownConn(conn))
     );
 }
@@ -719,12 +926,12 @@ fn bad_input_is_refused_and_changes_nothing() {
         Err(UsageError::UnknownConn(ghost))
     );
     assert_eq!(
-        h.pool.handle_connected(secs(6), ghost),
+        h.pool.handle_connected(secs(6), ghost, 0),
         Err(UsageError::UnknownConn(ghost))
     );
     assert_eq!(
         h.pool
-            .handle_connect_failed(secs(6), ghost, ConnectError::Refused),
+            .handle_connect_failed(secs(6), ghost, 0, ConnectError::Refused),
         Err(UsageError::UnknownConn(ghost))
     );
     // A checkout never minted, and one already answered (its connection is checked in, not
@@ -739,7 +946,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         Err(UsageError::UnknownCheckout(answered))
     );
     assert!(matches!(
-        h.pool.handle_connected(secs(6), conn),
+        h.pool.handle_connected(secs(6), conn, 0),
         Err(UsageError::WrongState { .. })
     ));
     assert_eq!(
@@ -852,8 +1059,15 @@ fn a_recorded_input_log_replays_to_the_same_outputs() {
             result: Ok(vec![ip(1), ip(2)]),
         },
     );
-    record(secs(1), Input::ConnectFailed(conn, ConnectError::Refused));
-    record(secs(2), Input::Connected(conn));
+    record(
+        secs(1),
+        Input::ConnectFailed {
+            conn,
+            attempt: 0,
+            cause: ConnectError::Refused,
+        },
+    );
+    record(secs(2), Input::Connected { conn, attempt: 1 });
     record(secs(2), Input::Cancel(second));
     record(secs(3), Input::Timeout);
     record(secs(4), Input::Shutdown);

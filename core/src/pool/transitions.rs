@@ -1,15 +1,16 @@
 //! Every state change of the pool, in one place: the public inputs in `mod.rs` validate their
 //! arguments and then call these.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 
 use super::list::{Links, List};
 use super::{
-    CheckoutError, CloseReason, Conn, ConnState, ConnectError, FromCache, Gauges, KeyState, Output,
-    Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter, expiry_links,
-    idle_links, ks_host, lru_links, waiter_links,
+    Attempts, CheckoutError, CloseReason, Conn, ConnState, ConnectError, FromCache, Gauges,
+    KeyState, Output, Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter,
+    expiry_links, idle_links, ks_host, lru_links, waiter_links,
 };
 use crate::error::UsageError;
 use crate::id::{CheckoutId, ConnId};
@@ -22,15 +23,17 @@ impl<K: PoolKey> Pool<K> {
             .ok_or(UsageError::UnknownConn(conn))
     }
 
-    pub(super) fn expect_connecting(
+    /// Checks that `conn` is connecting and running attempt `attempt`.
+    pub(super) fn expect_attempt(
         &self,
         conn: ConnId,
+        attempt: usize,
         operation: &'static str,
     ) -> Result<(), UsageError> {
-        let c = self.conn(conn)?;
-        match c.state {
-            ConnState::Connecting { .. } => Ok(()),
-            ref s => Err(UsageError::WrongState {
+        match &self.conn(conn)?.state {
+            ConnState::Connecting(a) if a.running.iter().any(|&(n, _)| n == attempt) => Ok(()),
+            ConnState::Connecting(_) => Err(UsageError::UnknownAttempt { conn, attempt }),
+            s => Err(UsageError::WrongState {
                 operation,
                 state: if matches!(s, ConnState::Resolving { .. }) {
                     "resolving"
@@ -75,7 +78,7 @@ impl<K: PoolKey> Pool<K> {
     pub(super) fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
         match c.state {
             ConnState::Resolving { .. } | ConnState::Leased => None,
-            ConnState::Connecting { deadline, .. } => Some(deadline),
+            ConnState::Connecting(ref a) => Some(a.deadline()),
             ConnState::Idle { since } => {
                 let idle_end = since + self.config.idle_timeout;
                 Some(
@@ -108,13 +111,7 @@ impl<K: PoolKey> Pool<K> {
             None => {}
             Some(deadline) if deadline > now => self.arm_conn(id),
             Some(_) => match c.state {
-                // A silent address is as dead as a refusing one.
-                ConnState::Connecting { .. } => self.attempt_failed(
-                    now,
-                    id,
-                    ConnectError::TimedOut,
-                    Some(CloseReason::ConnectTimedOut),
-                ),
+                ConnState::Connecting(_) => self.attempts_due(now, id),
                 ConnState::Idle { since } => {
                     let reason = if since + self.config.idle_timeout <= now {
                         self.counters.idle_expired += 1;
@@ -127,6 +124,31 @@ impl<K: PoolKey> Pool<K> {
                 ConnState::Resolving { .. } | ConnState::Leased => unreachable!("no deadline"),
             },
         }
+    }
+
+    /// A connecting connection's timer fired: attempts out of time give way as failed ones do
+    /// (a silent address is as dead as a refusing one), and the next address starts if its
+    /// delay is up.
+    fn attempts_due(&mut self, now: Instant, id: u64) {
+        loop {
+            let Some(Conn {
+                state: ConnState::Connecting(a),
+                ..
+            }) = self.conns.get(id)
+            else {
+                return; // given up
+            };
+            match a.running.first() {
+                Some(&(attempt, deadline)) if deadline <= now => {
+                    self.attempt_failed(now, id, attempt, ConnectError::TimedOut, true);
+                }
+                _ if a.next_start.is_some_and(|start| start <= now) => {
+                    self.start_attempt(now, id);
+                }
+                _ => break,
+            }
+        }
+        self.arm_conn(id);
     }
 
     /// The one place a connection changes state (`None`: it is closed and forgotten): keeps the
@@ -180,7 +202,7 @@ impl<K: PoolKey> Pool<K> {
             lru_links: Links::default(),
         });
         if let Some(addr) = literal {
-            self.start_connect(now, id, Arc::from([addr.ip()]), 0);
+            self.start_connect(now, id, Arc::from([addr.ip()]));
             return;
         }
         let host = ks_host(&self.keys, key_id);
@@ -207,32 +229,62 @@ impl<K: PoolKey> Pool<K> {
         self.conns.get_mut(id).expect("just made").state = ConnState::Resolving { resolution };
     }
 
-    pub(super) fn start_connect(
-        &mut self,
-        now: Instant,
-        id: u64,
-        addrs: Arc<[IpAddr]>,
-        index: usize,
-    ) {
+    /// Starts connecting `id` to `addrs`, which are in the order to try them.
+    pub(super) fn start_connect(&mut self, now: Instant, id: u64, addrs: Arc<[IpAddr]>) {
+        let attempts = Attempts {
+            addrs,
+            next: 0,
+            running: Vec::new(),
+            next_start: None,
+        };
+        self.set_conn_state(id, Some(ConnState::Connecting(Box::new(attempts))));
+        self.start_attempt(now, id);
+    }
+
+    /// Starts a connecting connection's next address, beside any attempt still running.
+    pub(super) fn start_attempt(&mut self, now: Instant, id: u64) {
         let deadline = now + self.config.connect_timeout;
-        let ip = addrs[index];
-        self.set_conn_state(
-            id,
-            Some(ConnState::Connecting {
-                addrs,
-                index,
-                deadline,
-            }),
-        );
-        let key_id = self.conns.get(id).expect("live conn").key;
-        let key = self.keys.get(key_id).expect("live key").key.clone();
+        let delay = self.config.next_attempt_delay;
+        let c = self.conns.get_mut(id).expect("live conn");
+        let ConnState::Connecting(a) = &mut c.state else {
+            unreachable!("only a connecting conn makes attempts");
+        };
+        let attempt = a.next;
+        let ip = a.addrs[attempt];
+        a.next += 1;
+        a.running.push((attempt, deadline));
+        a.next_start = delay.filter(|_| a.next < a.addrs.len()).map(|d| now + d);
+        let key = self.keys.get(c.key).expect("live key").key.clone();
         let addr = SocketAddr::new(ip, key.port());
         self.arm_conn(id);
         self.outputs.push_back(Output::Connect {
             conn: ConnId::from_raw(id),
+            attempt,
             key,
             addr,
         });
+    }
+
+    /// Attempt `attempt` of `id` connected: the others are cancelled and the connection is
+    /// handed over.
+    pub(super) fn attempt_won(&mut self, now: Instant, id: u64, attempt: usize) {
+        let Some(Conn {
+            state: ConnState::Connecting(a),
+            ..
+        }) = self.conns.get(id)
+        else {
+            unreachable!("only a connecting conn has attempts");
+        };
+        let conn = ConnId::from_raw(id);
+        for &(other, _) in &a.running {
+            if other != attempt {
+                self.outputs.push_back(Output::CancelConnect {
+                    conn,
+                    attempt: other,
+                });
+            }
+        }
+        self.hand_over(now, id, FromCache::Fresh);
     }
 
     /// Hands a usable connection to the oldest waiter of its key, or keeps it idle.
@@ -360,32 +412,43 @@ impl<K: PoolKey> Pool<K> {
         self.gc_key(c.key);
     }
 
-    /// A connect attempt failed (`reason`: the driver still has it, and is to close it): the
-    /// next address is tried. With none left the connection is given up, and checkouts fail
-    /// with `cause`: all of the key's waiters if nothing else could serve them, else the oldest.
+    /// Attempt `attempt` of `id` failed (`abandon`: it timed out here and the driver still
+    /// runs it). The next address starts at once; with none left and no other attempt running,
+    /// the connection is given up and checkouts fail with `cause`: all of the key's waiters if
+    /// nothing else could serve them, else the oldest.
     pub(super) fn attempt_failed(
         &mut self,
         now: Instant,
         id: u64,
+        attempt: usize,
         cause: ConnectError,
-        reason: Option<CloseReason>,
+        abandon: bool,
     ) {
         let Some(Conn {
             key: key_id,
-            state: ConnState::Connecting { addrs, index, .. },
+            state: ConnState::Connecting(a),
             ..
-        }) = self.conns.get(id)
+        }) = self.conns.get_mut(id)
         else {
-            unreachable!("only a connecting conn has an attempt");
+            unreachable!("only a connecting conn has attempts");
         };
         let key_id = *key_id;
-        if index + 1 < addrs.len() {
-            let (addrs, next) = (addrs.clone(), index + 1);
-            self.start_connect(now, id, addrs, next);
+        a.running.retain(|&(n, _)| n != attempt);
+        let addrs_left = a.next < a.addrs.len();
+        if addrs_left || !a.running.is_empty() {
+            if abandon {
+                self.outputs.push_back(Output::CancelConnect {
+                    conn: ConnId::from_raw(id),
+                    attempt,
+                });
+            }
+            if addrs_left {
+                self.start_attempt(now, id);
+            }
             return;
         }
         self.counters.connect_failures += 1;
-        self.close_conn(id, reason);
+        self.close_conn(id, abandon.then_some(CloseReason::ConnectTimedOut));
         let Some(ks) = self.keys.get(key_id) else {
             return;
         };
@@ -469,6 +532,25 @@ impl<K: PoolKey> Pool<K> {
     }
 }
 
+/// A host's addresses in the order to try them (RFC 8305 §4): the resolver's order within each
+/// family, the families alternating, starting with the first address's family.
+pub(super) fn happy_order(addrs: &[IpAddr]) -> Arc<[IpAddr]> {
+    let Some(first) = addrs.first() else {
+        return Arc::from(addrs);
+    };
+    let first_family = first.is_ipv6();
+    let mut same = addrs.iter().filter(|a| a.is_ipv6() == first_family);
+    let mut other = addrs.iter().filter(|a| a.is_ipv6() != first_family);
+    let mut ordered = Vec::with_capacity(addrs.len());
+    loop {
+        match (same.next(), other.next()) {
+            (None, None) => break,
+            (a, b) => ordered.extend(a.into_iter().chain(b).copied()),
+        }
+    }
+    Arc::from(ordered)
+}
+
 /// Which gauge a connection state counts under.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -480,7 +562,7 @@ enum Kind {
 impl Kind {
     fn of(state: &ConnState) -> Kind {
         match state {
-            ConnState::Resolving { .. } | ConnState::Connecting { .. } => Kind::Connecting,
+            ConnState::Resolving { .. } | ConnState::Connecting(_) => Kind::Connecting,
             ConnState::Idle { .. } => Kind::Idle,
             ConnState::Leased => Kind::Leased,
         }

@@ -73,11 +73,13 @@ impl Workload {
         // Every key: one connection opened and leased, then one checkout queued behind it.
         for k in 0..keys {
             w.checkout(k, None);
-            let conn = match w.pool.poll_output() {
-                Some(Output::Connect { conn, .. }) => conn,
+            let (conn, attempt) = match w.pool.poll_output() {
+                Some(Output::Connect { conn, attempt, .. }) => (conn, attempt),
                 other => panic!("expected Connect, got {other:?}"),
             };
-            w.pool.handle_connected(w.now, conn).expect("connect");
+            w.pool
+                .handle_connected(w.now, conn, attempt)
+                .expect("connect");
             w.drain();
             w.checkout(k, None);
             w.drain();

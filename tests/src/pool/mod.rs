@@ -6,10 +6,12 @@
 //! answered exactly once, FIFO per key, no connection leased twice, an idle connection reused
 //! immediately when the model has one (in LIFO/FIFO order) and never otherwise, eviction of the
 //! least recently used idle connection, idle connections closed by their deadline and not
-//! before, one resolution in flight per host, and nothing left after shutdown and drain.
+//! before, one resolution in flight per host, connect attempts in RFC 8305 order (families
+//! alternating, the next one started after `next_attempt_delay` or at once when one fails,
+//! the losers of a race cancelled), and nothing left after shutdown and drain.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -82,6 +84,12 @@ impl SimConfig {
     /// A small, contended configuration built from a few numbers (used by proptest and fuzz).
     pub fn small(knobs: [u8; 6], net: NetConfig) -> SimConfig {
         let [per_key, open, waiters, idle, lifetime, keys] = knobs;
+        // Races need a delay shorter than the network's latency (up to 50 ms) and a longer one.
+        let next_attempt_delay = match (keys / 6) % 3 {
+            0 => Some(Duration::from_millis(20)),
+            1 => None,
+            _ => Some(Duration::from_millis(80)),
+        };
         let max_per_key = usize::from(per_key % 3) + 1;
         let pool = Config {
             max_per_key,
@@ -90,6 +98,7 @@ impl SimConfig {
             idle_timeout: Duration::from_millis(200 + u64::from(idle) * 20),
             request_timeout: Duration::from_millis(500 + u64::from(waiters) * 30),
             connect_timeout: Duration::from_millis(100 + u64::from(open) * 10),
+            next_attempt_delay,
             max_lifetime: (lifetime % 4 == 0)
                 .then(|| Duration::from_millis(300 + u64::from(lifetime) * 10)),
             reuse: if lifetime % 2 == 0 {
@@ -125,18 +134,52 @@ enum NetEvent {
     },
     Connected {
         conn: ConnId,
-        attempt: u32,
+        attempt: usize,
     },
     Refused {
         conn: ConnId,
-        attempt: u32,
+        attempt: usize,
     },
+}
+
+/// The fake resolver's answer for lookup number `lookup`: `count` addresses, a mix of IPv6 and
+/// IPv4 that varies from lookup to lookup.
+fn sim_addrs(lookup: u64, count: u8) -> Vec<IpAddr> {
+    (0..count)
+        .map(|i| {
+            if (lookup + u64::from(i)).is_multiple_of(3) {
+                IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(i) + 1))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(127, 0, 1, i + 1))
+            }
+        })
+        .collect()
+}
+
+/// RFC 8305's order, written plainly: the families alternate, starting with the first
+/// address's, each family in the resolver's order.
+fn rfc8305_order(addrs: &[IpAddr]) -> Vec<IpAddr> {
+    let Some(first) = addrs.first() else {
+        return Vec::new();
+    };
+    let (same, other): (Vec<IpAddr>, Vec<IpAddr>) =
+        addrs.iter().partition(|a| a.is_ipv6() == first.is_ipv6());
+    (0..addrs.len())
+        .flat_map(|i| [same.get(i), other.get(i)])
+        .flatten()
+        .copied()
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Sock {
-    /// A connect attempt is in flight (the `attempt`-th Connect for this conn).
-    Connecting { attempt: u32 },
+    /// Connect attempts are in flight: each running one with when it started, how many were
+    /// started in all, and when the last one started.
+    Connecting {
+        running: BTreeMap<usize, Instant>,
+        started: usize,
+        last_start: Instant,
+    },
     /// Leased to a checkout.
     Leased { created: Instant },
     /// Idle since `since`; `seq` orders idle connections by when they became idle.
@@ -153,8 +196,8 @@ struct SockInfo {
     state: Sock,
     /// When the pool first asked for this conn (an upper bound of the pool's creation time).
     first_connect: Instant,
-    /// How many addresses its resolution gave (each attempt takes the next).
-    addrs: u8,
+    /// The addresses its attempts must try, in order.
+    order: Vec<IpAddr>,
 }
 
 /// The simulation: the pool under test, the network, the application and the model.
@@ -172,10 +215,19 @@ pub struct PoolSim {
     /// Lookups in flight: host → (when asked, which lookup).
     resolving: BTreeMap<String, (Instant, u64)>,
     lookups: u64,
-    /// A conn whose attempt just failed, until the pool says whether it tries another address.
-    retrying: Option<(ConnId, SockInfo)>,
-    /// The address count of each host's last answered lookup.
-    answered_addrs: BTreeMap<String, u8>,
+    /// Conns with an attempt that ended (refused, or cancelled at its timeout) in the step
+    /// being driven: each may start its next address at once, once.
+    attempt_ended: BTreeSet<ConnId>,
+    /// The conn that just connected, and its other attempts, which the pool must cancel.
+    owed_cancels: Option<(ConnId, BTreeSet<usize>)>,
+    /// Each host's last answered lookup.
+    answered_addrs: BTreeMap<String, Vec<IpAddr>>,
+    /// Attempts started while another of the same connection still ran (Happy Eyeballs).
+    pub races: u64,
+    /// Connections whose winning attempt had rivals to cancel.
+    pub races_won: u64,
+    /// Attempts cancelled at their connect timeout while their connection went on.
+    pub attempts_timed_out: u64,
     idle_seq: u64,
     drained: u32,
     shut_down: bool,
@@ -215,7 +267,11 @@ impl PoolSim {
             resolving: BTreeMap::new(),
             lookups: 0,
             answered_addrs: BTreeMap::new(),
-            retrying: None,
+            attempt_ended: BTreeSet::new(),
+            owed_cancels: None,
+            races: 0,
+            races_won: 0,
+            attempts_timed_out: 0,
             idle_seq: 0,
             drained: 0,
             shut_down: false,
@@ -452,10 +508,20 @@ impl PoolSim {
                 |p, now| p.handle_checkin(now, ghost, true),
                 UsageError::UnknownConn(ghost),
             ),
-            1 => self.refused(
-                |p, now| p.handle_connected(now, ghost),
-                UsageError::UnknownConn(ghost),
-            ),
+            1 => match self.socks.iter().find_map(|(c, s)| match s.state {
+                Sock::Connecting { started, .. } => Some((*c, started)),
+                _ => None,
+            }) {
+                // An attempt the pool has not started.
+                Some((conn, attempt)) => self.refused(
+                    move |p, now| p.handle_connected(now, conn, attempt),
+                    UsageError::UnknownAttempt { conn, attempt },
+                ),
+                None => self.refused(
+                    |p, now| p.handle_connected(now, ghost, 0),
+                    UsageError::UnknownConn(ghost),
+                ),
+            },
             2 => {
                 // The simulation starts at 1 s and tells the pool so: zero is always in its past.
                 let before = (self.pool.stats(), self.pool.poll_timeout());
@@ -558,6 +624,7 @@ impl PoolSim {
                 self.pool.handle_timeout(self.now);
                 self.drive(Expect::default());
                 self.check_idle_deadlines();
+                self.check_connect_deadlines();
                 return;
             };
             self.now = self.now.max(at);
@@ -567,6 +634,7 @@ impl PoolSim {
             self.pool.handle_timeout(self.now);
             self.drive(Expect::default());
             self.check_idle_deadlines();
+            self.check_connect_deadlines();
         }
         panic!("time did not advance: a timer keeps firing without progress");
     }
@@ -586,9 +654,7 @@ impl PoolSim {
                     // the cancel never delivers it.
                     return;
                 }
-                let ips: Vec<IpAddr> = (0..addrs)
-                    .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, i + 1)))
-                    .collect();
+                let ips = sim_addrs(lookup, addrs);
                 let result = if ok {
                     Ok(&ips[..])
                 } else {
@@ -597,7 +663,7 @@ impl PoolSim {
                 let answer = self.pool.handle_resolved(self.now, &host, result);
                 match answer {
                     Ok(()) => {
-                        self.answered_addrs.insert(host.clone(), addrs);
+                        self.answered_addrs.insert(host.clone(), ips);
                         assert_eq!(current, Some(lookup), "a cancelled lookup was answered");
                         self.resolving.remove(&host);
                     }
@@ -613,36 +679,75 @@ impl PoolSim {
                 self.drive(Expect::default());
             }
             NetEvent::Connected { conn, attempt } | NetEvent::Refused { conn, attempt } => {
-                // The driver drops sockets it was told to close; their completions never arrive.
-                let live = matches!(self.socks.get(&conn), Some(SockInfo { state: Sock::Connecting { attempt: a }, .. }) if *a == attempt);
+                // The driver drops attempts it was told to cancel or close; their completions
+                // never arrive.
+                let live = matches!(self.socks.get(&conn), Some(SockInfo { state: Sock::Connecting { running, .. }, .. }) if running.contains_key(&attempt));
                 if !live {
                     return;
                 }
                 if matches!(event, NetEvent::Connected { .. }) {
-                    self.pool
-                        .handle_connected(self.now, conn)
-                        .expect("connected");
-                    let info = self.socks.get_mut(&conn).expect("live");
-                    self.idle_seq += 1;
-                    info.state = Sock::Idle {
-                        since: self.now,
-                        seq: self.idle_seq,
-                        created: info.first_connect,
-                    };
-                    self.drive(Expect {
-                        fresh: Some(conn),
-                        ..Expect::default()
-                    });
+                    self.connected(conn, attempt);
                 } else {
-                    self.pool
-                        .handle_connect_failed(self.now, conn, ConnectError::Refused)
-                        .expect("refused");
-                    // Gone unless the pool tries its next address (`drive` puts it back then).
-                    self.retrying = self.socks.remove(&conn).map(|info| (conn, info));
-                    self.drive(Expect::default());
-                    self.retrying = None;
+                    self.refused_attempt(conn, attempt);
                 }
             }
+        }
+    }
+
+    fn connected(&mut self, conn: ConnId, attempt: usize) {
+        self.pool
+            .handle_connected(self.now, conn, attempt)
+            .expect("connected");
+        let info = self.socks.get_mut(&conn).expect("live");
+        self.idle_seq += 1;
+        let idle = Sock::Idle {
+            since: self.now,
+            seq: self.idle_seq,
+            created: info.first_connect,
+        };
+        let Sock::Connecting { running, .. } = std::mem::replace(&mut info.state, idle) else {
+            unreachable!("checked live");
+        };
+        let rivals: BTreeSet<usize> = running.into_keys().filter(|&a| a != attempt).collect();
+        if !rivals.is_empty() {
+            self.races_won += 1;
+        }
+        self.owed_cancels = Some((conn, rivals));
+        self.drive(Expect {
+            fresh: Some(conn),
+            ..Expect::default()
+        });
+        let (_, left) = self.owed_cancels.take().expect("set above");
+        assert!(
+            left.is_empty(),
+            "{conn:?} connected, but its rival attempts {left:?} were not cancelled"
+        );
+    }
+
+    fn refused_attempt(&mut self, conn: ConnId, attempt: usize) {
+        self.pool
+            .handle_connect_failed(self.now, conn, attempt, ConnectError::Refused)
+            .expect("refused");
+        let info = self.socks.get_mut(&conn).expect("live");
+        let Sock::Connecting {
+            running, started, ..
+        } = &mut info.state
+        else {
+            unreachable!("checked live");
+        };
+        running.remove(&attempt);
+        let (started_before, addrs_left) = (*started, *started < info.order.len());
+        if running.is_empty() && !addrs_left {
+            // Given up: the pool has nothing to tell the driver, which holds nothing.
+            self.socks.remove(&conn);
+        }
+        self.attempt_ended.insert(conn);
+        self.drive(Expect::default());
+        if addrs_left {
+            assert!(
+                matches!(self.socks.get(&conn), Some(SockInfo { state: Sock::Connecting { started, .. }, .. }) if *started == started_before + 1),
+                "{conn:?}: the next address must start at once when an attempt fails"
+            );
         }
     }
 }

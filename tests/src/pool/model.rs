@@ -2,10 +2,9 @@
 //! the model's own bookkeeping, and the network acts on the driver actions.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 
-use moor_core::CheckoutId;
 use moor_core::pool::{CheckoutError, CloseReason, Endpoint, FromCache, Output, PoolKey};
+use moor_core::{CheckoutId, ConnId};
 
 use super::{Expect, NetEvent, PoolSim, Sock, SockInfo};
 
@@ -29,7 +28,7 @@ impl PoolSim {
                         continue;
                     }
                     let ok = !self.net.chance(self.config.net.dns_fail_permille);
-                    let addrs = self.net.below(3) as u8;
+                    let addrs = self.net.below(5) as u8;
                     self.net.schedule(
                         at,
                         NetEvent::Resolved {
@@ -49,52 +48,37 @@ impl PoolSim {
                         "the lookup of {host} was cancelled before its connect_timeout"
                     );
                 }
-                Output::Connect { conn, key, addr } => {
+                Output::Connect {
+                    conn,
+                    attempt,
+                    key,
+                    addr,
+                } => {
                     assert_eq!(addr.port(), key.port());
-                    if let Some((retried, info)) = self.retrying.take_if(|(c, _)| *c == conn) {
-                        self.socks.insert(retried, info);
-                    }
-                    let attempt = match self.socks.get(&conn) {
-                        Some(SockInfo {
-                            state: Sock::Connecting { attempt },
-                            ..
-                        }) => attempt + 1,
-                        Some(other) => panic!("Connect for {conn:?} in state {other:?}"),
-                        None => {
-                            // A literal address, or its lookup was answered just now.
-                            let addrs = match key.literal_addr() {
-                                Some(_) => 1,
-                                None => self.answered_addrs[key.host()],
-                            };
-                            self.socks.insert(
-                                conn,
-                                SockInfo {
-                                    key: key.clone(),
-                                    state: Sock::Connecting { attempt: 0 },
-                                    first_connect: self.now,
-                                    addrs,
-                                },
-                            );
-                            1
-                        }
-                    };
-                    let info = self.socks.get_mut(&conn).expect("just inserted");
+                    self.attempt_started(conn, attempt, &key);
+                    let info = self.socks.get_mut(&conn).expect("just checked");
                     assert_eq!(info.key, key, "a conn never changes key");
+                    let Sock::Connecting {
+                        running,
+                        started,
+                        last_start,
+                    } = &mut info.state
+                    else {
+                        unreachable!("just checked");
+                    };
+                    assert_eq!(attempt, *started, "{conn:?}: attempts start in order, once");
                     assert!(
-                        attempt <= u32::from(info.addrs),
+                        attempt < info.order.len(),
                         "{conn:?}: more attempts than addresses"
                     );
-                    let expected = key
-                        .literal_addr()
-                        .map_or(IpAddr::V4(Ipv4Addr::new(127, 0, 1, attempt as u8)), |a| {
-                            a.ip()
-                        });
                     assert_eq!(
                         addr.ip(),
-                        expected,
-                        "{conn:?}: the addresses are tried in order"
+                        info.order[attempt],
+                        "{conn:?}: the addresses are tried in RFC 8305 order"
                     );
-                    info.state = Sock::Connecting { attempt };
+                    running.insert(attempt, self.now);
+                    *started += 1;
+                    *last_start = self.now;
                     self.check_caps();
                     let at = self.now + self.net.latency();
                     if self.net.chance(self.config.net.silent_connect_permille) {
@@ -106,6 +90,41 @@ impl PoolSim {
                         NetEvent::Connected { conn, attempt }
                     };
                     self.net.schedule(at, event);
+                }
+                Output::CancelConnect { conn, attempt } => {
+                    if let Some((winner, rivals)) = &mut self.owed_cancels
+                        && *winner == conn
+                    {
+                        assert!(
+                            rivals.remove(&attempt),
+                            "{conn:?}: cancel of attempt {attempt}, which was not racing the winner"
+                        );
+                        continue;
+                    }
+                    let timeout = self.config.pool.connect_timeout;
+                    let info = self
+                        .socks
+                        .get_mut(&conn)
+                        .unwrap_or_else(|| panic!("CancelConnect of unknown {conn:?}"));
+                    let Sock::Connecting {
+                        running, started, ..
+                    } = &mut info.state
+                    else {
+                        panic!("CancelConnect of {conn:?} in state {:?}", info.state)
+                    };
+                    let start = running.remove(&attempt).unwrap_or_else(|| {
+                        panic!("{conn:?}: cancel of attempt {attempt}, which is not running")
+                    });
+                    assert!(
+                        start + timeout <= self.now,
+                        "{conn:?}: attempt {attempt} cancelled before its connect_timeout"
+                    );
+                    assert!(
+                        !running.is_empty() || *started < info.order.len(),
+                        "{conn:?}: its last attempt was cancelled instead of the conn closed"
+                    );
+                    self.attempts_timed_out += 1;
+                    self.attempt_ended.insert(conn);
                 }
                 Output::Close { conn, reason } => {
                     let info = self
@@ -145,11 +164,23 @@ impl PoolSim {
                             | CloseReason::Shutdown,
                             Sock::Idle { .. },
                         ) => {}
-                        (CloseReason::ConnectTimedOut, Sock::Connecting { attempt }) => {
+                        (
+                            CloseReason::ConnectTimedOut,
+                            Sock::Connecting {
+                                running, started, ..
+                            },
+                        ) => {
                             assert_eq!(
-                                *attempt,
-                                u32::from(info.addrs),
+                                *started,
+                                info.order.len(),
                                 "{conn:?} gave up at a timeout with addresses left"
+                            );
+                            let [start] = running.values().copied().collect::<Vec<_>>()[..] else {
+                                panic!("{conn:?} gave up with attempts {running:?} still running")
+                            };
+                            assert!(
+                                start + self.config.pool.connect_timeout <= self.now,
+                                "{conn:?} gave up before its last attempt's connect_timeout"
                             );
                         }
                         (CloseReason::Shutdown, Sock::Connecting { .. }) => {}
@@ -208,6 +239,7 @@ impl PoolSim {
                 other => panic!("unknown output {other:?}"),
             }
         }
+        self.attempt_ended.clear();
         if let Some((checkout, predicted)) = expect.checkout
             && self.config.pool.max_lifetime.is_none()
         {
@@ -260,6 +292,85 @@ impl PoolSim {
                     "{conn:?} idle since {since:?} outlived its keep-alive at {:?}",
                     self.now
                 );
+            }
+        }
+    }
+
+    /// Checks a Connect may start attempt `attempt` of `conn` now: a new conn starts with
+    /// attempt 0 on its lookup's (or literal) address; a connecting one starts its next
+    /// address after `next_attempt_delay`, or at once when an attempt just ended.
+    fn attempt_started(&mut self, conn: ConnId, attempt: usize, key: &Endpoint) {
+        let delay = self.config.pool.next_attempt_delay;
+        match self.socks.get(&conn) {
+            None => {
+                assert_eq!(attempt, 0, "{conn:?}: a connection starts with attempt 0");
+                let order = match key.literal_addr() {
+                    Some(a) => vec![a.ip()],
+                    None => super::rfc8305_order(&self.answered_addrs[key.host()]),
+                };
+                self.socks.insert(
+                    conn,
+                    SockInfo {
+                        key: key.clone(),
+                        state: Sock::Connecting {
+                            running: BTreeMap::new(),
+                            started: 0,
+                            last_start: self.now,
+                        },
+                        first_connect: self.now,
+                        order,
+                    },
+                );
+            }
+            Some(SockInfo {
+                state:
+                    Sock::Connecting {
+                        running,
+                        last_start,
+                        ..
+                    },
+                ..
+            }) => {
+                let delay_up = delay.is_some_and(|d| *last_start + d <= self.now);
+                let ended = self.attempt_ended.remove(&conn);
+                assert!(
+                    ended || delay_up,
+                    "{conn:?}: attempt {attempt} started before an attempt ended or the delay was up"
+                );
+                if !running.is_empty() {
+                    assert!(delay.is_some(), "{conn:?}: two attempts at once");
+                    self.races += 1;
+                }
+            }
+            Some(other) => panic!("Connect for {conn:?} in state {other:?}"),
+        }
+    }
+
+    /// After the timers fired at `now`: no attempt is past its connect timeout, and no next
+    /// address past its start.
+    pub(super) fn check_connect_deadlines(&self) {
+        for (conn, s) in &self.socks {
+            if let Sock::Connecting {
+                running,
+                started,
+                last_start,
+            } = &s.state
+            {
+                assert!(!running.is_empty(), "{conn:?} connecting with no attempt");
+                for (attempt, start) in running {
+                    assert!(
+                        *start + self.config.pool.connect_timeout > self.now,
+                        "{conn:?}: attempt {attempt} outlived its connect_timeout"
+                    );
+                }
+                if let Some(d) = self.config.pool.next_attempt_delay
+                    && *started < s.order.len()
+                {
+                    assert!(
+                        *last_start + d > self.now,
+                        "{conn:?}: the next address did not start after the delay"
+                    );
+                }
             }
         }
     }

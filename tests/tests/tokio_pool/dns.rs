@@ -253,52 +253,76 @@ async fn a_lookup_the_pool_gives_up_on_is_dropped_at_the_connect_timeout_or_shut
     .await;
 }
 
-#[tokio::test]
-async fn an_address_that_never_answers_gives_way_to_the_next_at_the_connect_timeout() {
-    bounded(10, async {
-        // One port on two addresses: 127.0.0.2 accepts and never answers, 127.0.0.1 echoes.
-        let server = Server::start(Behavior::Echo);
-        let silent = Server::start_at((loopback(2), server.addr.port()).into(), Behavior::Silent)
-            .expect("a listener on 127.0.0.2");
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let connect_timeout = Duration::from_millis(300);
-        let pool = Pool::builder()
-            .connect_timeout(connect_timeout)
-            .resolver(|_host| Box::pin(async { Ok(vec![loopback(2), loopback(1)]) }))
-            // The setup's exchange hangs on the silent address, holding the flag.
-            .on_connect({
-                let abandoned = abandoned.clone();
-                move |mut stream, _target| {
-                    let on_silent = stream.peer_addr().is_ok_and(|a| a.ip() == loopback(2));
-                    let flag = on_silent.then(|| DropFlag(abandoned.clone()));
-                    Box::pin(async move {
-                        let _flag = flag;
-                        exchange(&mut stream, b"hello").await?;
-                        Ok(stream)
-                    })
-                }
-            })
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let mut conn = pool
-            .get(&Target::new("tcp", "two.test", server.addr.port()))
-            .await
-            .expect("the second address answers");
-        assert!(started.elapsed() >= connect_timeout);
-        assert_eq!(conn.from_cache(), FromCache::Fresh);
-        assert_eq!(conn.peer_addr().unwrap(), server.addr);
-        exchange(&mut *conn, b"hi").await.unwrap();
-        // The first attempt was dropped, not left hanging: its socket closed.
-        eventually(2, "the silent attempt is dropped", || {
-            abandoned.load(Ordering::SeqCst)
+/// One port on two addresses, 127.0.0.2 first: it accepts and never answers the setup's
+/// exchange, while 127.0.0.1 echoes. Checks out a connection with `next_attempt_delay` and
+/// returns how long it took; the silent attempt must be dropped, its socket closed.
+async fn past_a_silent_address(
+    next_attempt_delay: Option<Duration>,
+    connect_timeout: Duration,
+) -> Duration {
+    let server = Server::start(Behavior::Echo);
+    let silent = Server::start_at((loopback(2), server.addr.port()).into(), Behavior::Silent)
+        .expect("a listener on 127.0.0.2");
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let pool = Pool::builder()
+        .connect_timeout(connect_timeout)
+        .next_attempt_delay(next_attempt_delay)
+        .resolver(|_host| Box::pin(async { Ok(vec![loopback(2), loopback(1)]) }))
+        // The setup's exchange hangs on the silent address, holding the flag.
+        .on_connect({
+            let abandoned = abandoned.clone();
+            move |mut stream, _target| {
+                let on_silent = stream.peer_addr().is_ok_and(|a| a.ip() == loopback(2));
+                let flag = on_silent.then(|| DropFlag(abandoned.clone()));
+                Box::pin(async move {
+                    let _flag = flag;
+                    exchange(&mut stream, b"hello").await?;
+                    Ok(stream)
+                })
+            }
         })
-        .await;
-        eventually(2, "the silent server sees the close", || silent.live() == 0).await;
-        assert_eq!(silent.accepted(), 1);
-        let s = pool.stats();
-        assert_eq!((s.total.open, s.total.connecting), (1, 0), "{s:?}");
-        assert_eq!(s.counters.connect_failures, 0);
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut conn = pool
+        .get(&Target::new("tcp", "two.test", server.addr.port()))
+        .await
+        .expect("the second address answers");
+    let elapsed = started.elapsed();
+    assert_eq!(conn.from_cache(), FromCache::Fresh);
+    assert_eq!(conn.peer_addr().unwrap(), server.addr);
+    exchange(&mut *conn, b"hi").await.unwrap();
+    // The first attempt was dropped, not left hanging: its socket closed.
+    eventually(2, "the silent attempt is dropped", || {
+        abandoned.load(Ordering::SeqCst)
+    })
+    .await;
+    eventually(2, "the silent server sees the close", || silent.live() == 0).await;
+    assert_eq!(silent.accepted(), 1);
+    let s = pool.stats();
+    assert_eq!((s.total.open, s.total.connecting), (1, 0), "{s:?}");
+    assert_eq!(s.counters.connect_failures, 0);
+    elapsed
+}
+
+#[tokio::test]
+async fn happy_eyeballs_races_past_a_silent_address_after_the_delay() {
+    bounded(10, async {
+        let delay = Duration::from_millis(250);
+        let elapsed = past_a_silent_address(Some(delay), Duration::from_secs(30)).await;
+        // The second address started after the delay, and won long before the timeout.
+        assert!(elapsed >= delay, "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_at_a_time_a_silent_address_gives_way_to_the_next_at_the_connect_timeout() {
+    bounded(10, async {
+        let connect_timeout = Duration::from_millis(300);
+        let elapsed = past_a_silent_address(None, connect_timeout).await;
+        assert!(elapsed >= connect_timeout, "{elapsed:?}");
     })
     .await;
 }
