@@ -25,6 +25,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A host with several addresses gets Happy Eyeballs (RFC 8305), decided by the core: IPv6 and
+//! IPv4 alternate, and an attempt that has not connected after
+//! [`next_attempt_delay`](Builder::next_attempt_delay) (250 ms) gets the next address raced
+//! beside it. The first to connect (TCP, TLS and setup done) is pooled and the others are
+//! dropped, so a blackholed address costs a quarter second, not a `connect_timeout`.
+//!
 //! Per-connection setup (a login, a database selection, a protocol preface, a STARTTLS
 //! upgrade, a tunnel through a proxy) goes in [`Builder::on_connect`]: it runs before a new
 //! connection is pooled, so no checkout ever gets one half set up.
@@ -36,10 +42,11 @@
 //! dropped at once.
 //!
 //! Logs: the pool emits [`tracing`](https://docs.rs/tracing) events under the target
-//! `moor_tokio::pool`: at DEBUG each resolution, connect attempt (with its address), connect
-//! or resolve failure (with the OS or TLS error), close (with the core's reason, such as
-//! `IdleTimeout`, `Evicted` or `PeerClosed`) and failed checkout; a WARN if the runtime the pool
-//! was built on shuts down under it. The cache-hit path emits nothing.
+//! `moor_tokio::pool`: at DEBUG each resolution, connect attempt (with its number and address),
+//! cancelled attempt, connect or resolve failure (with the OS or TLS error), close (with the
+//! core's reason, such as `IdleTimeout`, `Evicted` or `PeerClosed`) and failed checkout; a
+//! WARN if the runtime the pool was built on shuts down under it. The cache-hit path emits
+//! nothing.
 
 #![forbid(unsafe_code)]
 

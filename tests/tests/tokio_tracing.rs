@@ -1,8 +1,8 @@
 //! The tokio adapter's `tracing` events: a connection's life (resolve, connect, close and why)
 //! and every failure can be followed in the logs, and they show what the core decided (literal
 //! IPs are not looked up; concurrent checkouts share one lookup; a lookup given up on is
-//! dropped). The subscriber is
-//! process-wide, so this file holds one test.
+//! dropped; a connect attempt that loses a Happy Eyeballs race is cancelled). The subscriber
+//! is process-wide, so this file holds one test.
 
 use std::future::Future;
 use std::io::Write;
@@ -151,9 +151,18 @@ fn a_connections_life_and_every_failure_are_traced() {
             .await;
             assert!(got.iter().all(|c| c.from_cache() == FromCache::Fresh));
             let lines = capture.take();
-            let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+            let count = |what: &str, and: &str| {
+                lines
+                    .iter()
+                    .filter(|l| l.contains(what) && l.contains(and))
+                    .count()
+            };
+            // Counting first attempts only: `localhost` may also have an address that refuses.
             assert_eq!(
-                (count("resolving"), count("connecting")),
+                (
+                    count("resolving", ""),
+                    count("connecting conn=", "attempt=0")
+                ),
                 (1, 8),
                 "{}",
                 lines.join("\n")
@@ -176,6 +185,44 @@ fn a_connections_life_and_every_failure_are_traced() {
             has_line(&lines, &["resolving", "host=never.test"]);
             has_line(&lines, &["lookup abandoned", "host=never.test"]);
             has_line(&lines, &["checkout failed", "resolver timed out"]);
+            pool.shutdown().await;
+
+            // Happy Eyeballs: a silent first address, raced by the second after the delay;
+            // the loser is cancelled.
+            let server = Server::start(Behavior::Echo);
+            let silent = Server::start_at(
+                ([127, 0, 0, 2], server.addr.port()).into(),
+                Behavior::Silent,
+            )
+            .expect("a listener on 127.0.0.2");
+            let pool = Pool::builder()
+                .next_attempt_delay(Some(Duration::from_millis(50)))
+                .resolver(|_host| {
+                    let addrs = [[127, 0, 0, 2], [127, 0, 0, 1]].map(std::net::IpAddr::from);
+                    Box::pin(async move { Ok(addrs.to_vec()) })
+                })
+                // The silent address accepts: the setup's exchange is what never finishes.
+                .on_connect(|mut stream, _target| {
+                    Box::pin(async move {
+                        exchange(&mut stream, b"hello").await?;
+                        Ok(stream)
+                    })
+                })
+                .build()
+                .unwrap();
+            let conn = pool
+                .get(&Target::new("tcp", "two.test", server.addr.port()))
+                .await
+                .unwrap();
+            let lines = capture.take();
+            let id = format!("conn={}", conn.conn_id().to_raw());
+            has_line(&lines, &["connecting", &id, "attempt=0", "127.0.0.2"]);
+            has_line(&lines, &["connecting", &id, "attempt=1", "127.0.0.1"]);
+            has_line(&lines, &["connected", &id, "attempt=1"]);
+            has_line(&lines, &["connect attempt cancelled", &id, "attempt=0"]);
+            drop(conn);
+            pool.shutdown().await;
+            drop(silent);
         })
         .await
         .expect("test exceeded its time bound");

@@ -11,6 +11,9 @@
 //! - at the global cap it evicts the least recently used idle connection, not a random one;
 //! - one resolution per host, its answer or error shared by every waiter at once, and an
 //!   [`Output::CancelResolve`] when the pool gives up on one, so no lookup outlives its use;
+//! - Happy Eyeballs (RFC 8305) over a host's addresses: families alternate, a silent attempt
+//!   gets the next address raced beside it after `next_attempt_delay`, the first to connect
+//!   wins and the rest get an [`Output::CancelConnect`];
 //! - every step is O(1) or O(log n): waiters and idle connections are intrusive lists, timers a
 //!   shared deadline index with lazy re-arming, so nothing scans a queue;
 //! - shutdown answers every waiter and ends with exactly one [`Output::Drained`].
