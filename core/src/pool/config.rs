@@ -35,8 +35,10 @@ pub struct Config {
     /// address is tried beside it. The first attempt to connect wins and the others are
     /// cancelled, so one silent address (a blackholed IPv6 route, a dead replica) costs this
     /// delay instead of a whole `connect_timeout`. The pool also alternates address families
-    /// (IPv6, IPv4, IPv6 …, starting with the resolver's first). `None`: one attempt at a time,
-    /// the next starting only when one fails or times out. Default: 250 ms, the RFC's.
+    /// (IPv6, IPv4, IPv6 …, starting with the resolver's first). The attempts of one connection
+    /// count once against the caps, though each may hold a socket until the race ends. `None`:
+    /// one attempt at a time, the next starting only when one fails or times out. Default:
+    /// 250 ms, the RFC's.
     pub next_attempt_delay: Option<Duration>,
     /// Connections older than this are closed instead of reused. `None`: no limit.
     pub max_lifetime: Option<Duration>,
