@@ -46,6 +46,10 @@ fn main() -> ExitCode {
         "pool-sim: connections: connect failures {} evicted {} idle-expired {}",
         c.connect_failures, c.evictions, c.idle_expired
     );
+    println!(
+        "pool-sim: happy eyeballs: attempts raced {} races won with rivals cancelled {} attempts cancelled at their timeout {}",
+        sim.races, sim.races_won, sim.attempts_timed_out
+    );
     let g = stats.total;
     println!(
         "pool-sim: before shutdown: open {} idle {} leased {} connecting {} waiters {}",
