@@ -58,6 +58,21 @@ impl Harness {
         self.fresh_checkout(now, k).1
     }
 
+    /// Checks out `key(80)` at `now` and resolves its host to `addrs`: returns the checkout
+    /// and its connection, whose first attempt goes to `addrs[0]`.
+    fn connecting(&mut self, now: Instant, addrs: &[IpAddr]) -> (CheckoutId, ConnId) {
+        let checkout = self.pool.handle_checkout(now, &key(80), None).unwrap();
+        self.drain();
+        self.pool
+            .handle_resolved(now, &"example.test".into(), Ok(addrs))
+            .unwrap();
+        let [(conn, addr)] = connects(&self.drain())[..] else {
+            panic!("one connection, one attempt")
+        };
+        assert_eq!(addr, SocketAddr::new(addrs[0], 80));
+        (checkout, conn)
+    }
+
     /// As [`Harness::fresh`], also returning the checkout's id.
     fn fresh_checkout(&mut self, now: Instant, k: Endpoint) -> (CheckoutId, ConnId) {
         let checkout = self.pool.handle_checkout(now, &k, None).unwrap();
@@ -512,15 +527,7 @@ fn a_resolver_that_never_answers_times_out() {
 #[test]
 fn the_next_address_is_tried_when_a_connect_fails() {
     let mut h = Harness::new(Config::default());
-    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
-    h.drain();
-    h.pool
-        .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
-        .unwrap();
-    let [(conn, addr)] = connects(&h.drain())[..] else {
-        panic!()
-    };
-    assert_eq!(addr, SocketAddr::new(ip(1), 80));
+    let (c1, conn) = h.connecting(secs(0), &[ip(1), ip(2)]);
     h.pool
         .handle_connect_failed(secs(1), conn, 0, ConnectError::Refused)
         .unwrap();
@@ -536,14 +543,7 @@ fn one_at_a_time_an_address_that_never_answers_gives_way_to_the_next_at_the_conn
         next_attempt_delay: None,
         ..Config::default()
     });
-    let c1 = h.pool.handle_checkout(secs(0), &key(80), None).unwrap();
-    h.drain();
-    h.pool
-        .handle_resolved(secs(0), &"example.test".into(), Ok(&[ip(1), ip(2), ip(3)]))
-        .unwrap();
-    let [(conn, _)] = connects(&h.drain())[..] else {
-        panic!()
-    };
+    let (c1, conn) = h.connecting(secs(0), &[ip(1), ip(2), ip(3)]);
     // Each attempt gets its own connect_timeout; the first two run out.
     h.pool.handle_timeout(secs(1));
     assert_eq!(h.drain(), []);
@@ -594,16 +594,7 @@ fn address_families_alternate_starting_with_the_resolvers_first() {
 fn happy_eyeballs_races_the_next_address_after_the_delay_and_the_first_to_connect_wins() {
     let mut h = Harness::new(Config::default());
     let at = |ip| Some(SocketAddr::new(ip, 80));
-    let c1 = h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
-    h.drain();
-    h.pool
-        .handle_resolved(
-            millis(0),
-            &"example.test".into(),
-            Ok(&[ip6(1), ip6(2), ip(1), ip(2)]),
-        )
-        .unwrap();
-    let conn = connects(&h.drain())[0].0;
+    let (c1, conn) = h.connecting(millis(0), &[ip6(1), ip6(2), ip(1), ip(2)]);
     // The next address starts 250 ms after the last one while none has answered, the
     // families alternating.
     assert_eq!(h.pool.poll_timeout(), Some(millis(250)));
@@ -641,16 +632,7 @@ fn happy_eyeballs_races_the_next_address_after_the_delay_and_the_first_to_connec
 #[test]
 fn happy_eyeballs_starts_the_next_address_at_once_when_one_fails() {
     let mut h = Harness::new(Config::default());
-    h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
-    h.drain();
-    h.pool
-        .handle_resolved(
-            millis(0),
-            &"example.test".into(),
-            Ok(&[ip(1), ip(2), ip(3)]),
-        )
-        .unwrap();
-    let conn = connects(&h.drain())[0].0;
+    let (_, conn) = h.connecting(millis(0), &[ip(1), ip(2), ip(3)]);
     h.pool
         .handle_connect_failed(millis(100), conn, 0, ConnectError::Refused)
         .unwrap();
@@ -675,12 +657,7 @@ fn happy_eyeballs_a_silent_attempt_is_cancelled_while_another_runs_and_the_last_
         connect_timeout: Duration::from_secs(1),
         ..Config::default()
     });
-    let c1 = h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
-    h.drain();
-    h.pool
-        .handle_resolved(millis(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
-        .unwrap();
-    let conn = connects(&h.drain())[0].0;
+    let (c1, conn) = h.connecting(millis(0), &[ip(1), ip(2)]);
     h.pool.handle_timeout(millis(250));
     assert_eq!(connects(&h.drain()).len(), 1);
     assert_eq!(
@@ -716,12 +693,7 @@ fn happy_eyeballs_waits_for_attempts_still_running_before_giving_up() {
         connect_timeout: Duration::from_secs(1),
         ..Config::default()
     });
-    let c1 = h.pool.handle_checkout(millis(0), &key(80), None).unwrap();
-    h.drain();
-    h.pool
-        .handle_resolved(millis(0), &"example.test".into(), Ok(&[ip(1), ip(2)]))
-        .unwrap();
-    let conn = connects(&h.drain())[0].0;
+    let (c1, conn) = h.connecting(millis(0), &[ip(1), ip(2)]);
     h.pool.handle_timeout(millis(250));
     h.drain();
     // The second is refused while the first still runs: the checkout waits for it.
