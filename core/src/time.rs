@@ -56,6 +56,7 @@ impl Instant {
 
     /// `self + d`, or `None` if that does not fit.
     #[must_use]
+    #[inline]
     pub fn checked_add(self, d: Duration) -> Option<Instant> {
         let nanos = u64::try_from(d.as_nanos()).ok()?;
         self.0.checked_add(nanos).map(Instant)
@@ -63,6 +64,7 @@ impl Instant {
 
     /// `self + d`, clamped to [`Instant::MAX`].
     #[must_use]
+    #[inline]
     pub fn saturating_add(self, d: Duration) -> Instant {
         self.checked_add(d).unwrap_or(Instant::MAX)
     }
@@ -90,6 +92,7 @@ impl Instant {
 impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturating: a deadline too far away becomes [`Instant::MAX`].
+    #[inline]
     fn add(self, d: Duration) -> Instant {
         self.saturating_add(d)
     }
@@ -143,6 +146,7 @@ pub(crate) struct TimeGuard {
 
 impl TimeGuard {
     /// Accepts `now` if it is not earlier than the latest time seen, and remembers it.
+    #[inline]
     pub(crate) fn check(&mut self, now: Instant) -> Result<(), UsageError> {
         self.peek(now)?;
         self.last = now;
@@ -151,6 +155,7 @@ impl TimeGuard {
 
     /// Like [`TimeGuard::check`] without remembering `now`: for inputs that validate everything
     /// before they change anything.
+    #[inline]
     pub(crate) fn peek(&self, now: Instant) -> Result<(), UsageError> {
         if now < self.last {
             return Err(UsageError::TimeWentBackwards {
@@ -162,6 +167,7 @@ impl TimeGuard {
     }
 
     /// Like [`TimeGuard::check`] but answers `false` instead of an error.
+    #[inline]
     pub(crate) fn advance(&mut self, now: Instant) -> bool {
         self.check(now).is_ok()
     }

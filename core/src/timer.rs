@@ -87,6 +87,7 @@ impl<K: Ord + Copy> Timers<K> {
     ///
     /// # Panics
     /// If `armed` names an entry the index does not hold (the caller's record is corrupt).
+    #[inline]
     pub fn rearm_lazily(&mut self, armed: &mut Option<Instant>, due: Instant, key: K) {
         if armed.is_some_and(|at| at <= due) {
             return;

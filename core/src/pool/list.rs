@@ -29,34 +29,45 @@ pub(crate) struct List {
 }
 
 impl List {
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[inline]
     pub(crate) fn front(&self) -> Option<u64> {
         (self.head != NIL).then_some(self.head)
     }
 
+    #[inline]
     pub(crate) fn back(&self) -> Option<u64> {
         (self.tail != NIL).then_some(self.tail)
     }
 
-    /// Appends `key`, which must not be in this list.
-    pub(crate) fn push_back<T>(
+    /// The links a node appended now gets. A caller that stores them in the node itself (for
+    /// example while it already holds the node, or before inserting it into the slab) then calls
+    /// [`List::attach_back`], saving the lookup of the node that [`List::push_back`] makes.
+    #[inline]
+    pub(crate) fn back_links(&self) -> Links {
+        Links {
+            prev: self.tail,
+            next: NIL,
+        }
+    }
+
+    /// Appends `key`, whose node already carries [`List::back_links`] (taken since the list last
+    /// changed): links the old tail to it.
+    pub(crate) fn attach_back<T>(
         &mut self,
         slab: &mut Slab<T>,
         key: u64,
-        links: fn(&mut T) -> &mut Links,
+        links: impl Fn(&mut T) -> &mut Links,
     ) {
-        let node = links(slab.get_mut(key).expect("pushed node exists"));
-        *node = Links {
-            prev: self.tail,
-            next: NIL,
-        };
         if self.tail == NIL {
             self.head = key;
         } else {
@@ -66,15 +77,27 @@ impl List {
         self.len += 1;
     }
 
-    /// Unlinks `key`, which must be in this list.
-    pub(crate) fn remove<T>(
+    /// Appends `key`, which must not be in this list.
+    pub(crate) fn push_back<T>(
         &mut self,
         slab: &mut Slab<T>,
         key: u64,
-        links: fn(&mut T) -> &mut Links,
+        links: impl Fn(&mut T) -> &mut Links,
     ) {
-        let Links { prev, next } =
-            core::mem::take(links(slab.get_mut(key).expect("removed node exists")));
+        *links(slab.get_mut(key).expect("pushed node exists")) = self.back_links();
+        self.attach_back(slab, key, links);
+    }
+
+    /// Unlinks `key`, whose links `node` the caller already took out of it (or removed from the
+    /// slab with it): only the neighbours are looked up, not the node again.
+    pub(crate) fn unlink<T>(
+        &mut self,
+        slab: &mut Slab<T>,
+        key: u64,
+        node: Links,
+        links: impl Fn(&mut T) -> &mut Links,
+    ) {
+        let Links { prev, next } = node;
         if prev == NIL {
             debug_assert_eq!(self.head, key);
             self.head = next;

@@ -71,6 +71,10 @@ pub struct Pool<K: PoolKey> {
     state: PoolState,
     key_ids: BTreeMap<K, u64>,
     keys: Slab<KeyState<K>>,
+    /// The key id [`Pool::intern_key`] last returned (0: none; slab keys are never 0): checkouts
+    /// tend to repeat a key, and comparing with one key is cheaper than searching the map. A
+    /// forgotten key's id finds nothing in the slab (ids are never reused), so it cannot be stale.
+    recent_key: u64,
     host_ids: BTreeMap<K::Host, u64>,
     resolutions: Slab<Resolution<K::Host>>,
     conns: Slab<Conn>,
@@ -102,6 +106,15 @@ struct KeyState<K> {
     idle: List,
     gauges: Gauges,
     in_blocked: bool,
+}
+
+impl<K> KeyState<K> {
+    /// Whether the key has more waiters than connections on the way and room under its cap
+    /// for another: what [`Pool::pump`] opens connections for.
+    #[inline]
+    fn wants_conn(&self, config: &Config) -> bool {
+        self.waiters.len() > self.gauges.connecting && self.gauges.open < config.max_per_key
+    }
 }
 
 #[derive(Debug)]
@@ -164,6 +177,7 @@ struct Attempts {
 
 impl Attempts {
     /// When the connection's timer must fire: an attempt's timeout or the next start.
+    #[inline]
     fn deadline(&self) -> Instant {
         let timeout = self
             .running
@@ -222,6 +236,7 @@ impl<K: PoolKey> Pool<K> {
             state: PoolState::Running,
             key_ids: BTreeMap::new(),
             keys: Slab::default(),
+            recent_key: 0,
             host_ids: BTreeMap::new(),
             resolutions: Slab::default(),
             conns: Slab::default(),
@@ -289,25 +304,35 @@ impl<K: PoolKey> Pool<K> {
             self.gc_key(key_id);
             return Ok(checkout);
         }
+        // The new waiter goes at the back of its key's queue (and of the default-deadline
+        // order): it is inserted already carrying those links, so only the old tails are looked
+        // up to link it in.
+        let ks = self.keys.get_mut(key_id).expect("interned key");
         let waiter = self.waiters.insert(Waiter {
             key: key_id,
             deadline,
-            links: Links::default(),
+            links: ks.waiters.back_links(),
             in_expiry,
-            expiry_links: Links::default(),
+            expiry_links: if in_expiry {
+                self.expiry.back_links()
+            } else {
+                Links::default()
+            },
         });
         if in_expiry {
             self.expiry
-                .push_back(&mut self.waiters, waiter, expiry_links);
+                .attach_back(&mut self.waiters, waiter, expiry_links);
         } else {
             self.timers.insert(deadline, Timer::Waiter(waiter));
         }
-        let ks = self.keys.get_mut(key_id).expect("interned key");
         ks.waiters
-            .push_back(&mut self.waiters, waiter, waiter_links);
+            .attach_back(&mut self.waiters, waiter, waiter_links);
         ks.gauges.waiters += 1;
         self.total.waiters += 1;
-        self.pump(now, key_id);
+        // The usual reason to queue is a key at its cap: then there is nothing to pump.
+        if ks.wants_conn(&self.config) {
+            self.pump(now, key_id);
+        }
         Ok(CheckoutId::from_raw(waiter))
     }
 
@@ -372,7 +397,7 @@ impl<K: PoolKey> Pool<K> {
             self.close_conn(id, Some(reason));
             self.pump(now, key_id);
         } else {
-            self.hand_over(now, id, FromCache::Deferred);
+            self.hand_over(now, id, key_id, FromCache::Deferred);
         }
         self.serve_blocked(now);
         Ok(())

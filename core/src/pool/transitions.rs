@@ -4,11 +4,12 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::cmp::Ordering;
 use core::net::{IpAddr, SocketAddr};
 
 use super::list::{Links, List};
 use super::{
-    Attempts, CheckoutError, CloseReason, Conn, ConnState, ConnectError, FromCache, Gauges,
+    Attempts, CheckoutError, CloseReason, Config, Conn, ConnState, ConnectError, FromCache, Gauges,
     KeyState, Output, Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter,
     expiry_links, idle_links, ks_host, lru_links, waiter_links,
 };
@@ -45,7 +46,14 @@ impl<K: PoolKey> Pool<K> {
     }
 
     pub(super) fn intern_key(&mut self, key: &K) -> u64 {
+        // `cmp`, not `==`: the same test the map's search makes.
+        if let Some(ks) = self.keys.get(self.recent_key)
+            && ks.key.cmp(key) == Ordering::Equal
+        {
+            return self.recent_key;
+        }
         if let Some(&id) = self.key_ids.get(key) {
+            self.recent_key = id;
             return id;
         }
         let id = self.keys.insert(KeyState {
@@ -56,6 +64,7 @@ impl<K: PoolKey> Pool<K> {
             in_blocked: false,
         });
         self.key_ids.insert(key.clone(), id);
+        self.recent_key = id;
         id
     }
 
@@ -76,27 +85,19 @@ impl<K: PoolKey> Pool<K> {
 
     /// The deadline the connection's timer should fire at, in its current state.
     pub(super) fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
-        match c.state {
-            ConnState::Resolving { .. } | ConnState::Leased => None,
-            ConnState::Connecting(ref a) => Some(a.deadline()),
-            ConnState::Idle { since } => {
-                let idle_end = since + self.config.idle_timeout;
-                Some(
-                    self.lifetime_end(c)
-                        .map_or(idle_end, |end| end.min(idle_end)),
-                )
-            }
-        }
+        conn_deadline(&self.config, c)
     }
 
     /// Makes sure the connection's timer fires no later than its deadline. A later deadline
-    /// leaves the entry where it is (lazy re-arm: see [`crate::timer`]).
+    /// leaves the entry where it is (lazy re-arm: see [`crate::timer`]). Always inlined: it is
+    /// small, and on every checkin.
+    #[inline(always)]
     pub(super) fn arm_conn(&mut self, id: u64) {
-        let c = self.conns.get(id).expect("live conn");
-        let Some(deadline) = self.conn_deadline(c) else {
+        // One lookup: the deadline needs only the config, a field apart from the connections.
+        let c = self.conns.get_mut(id).expect("live conn");
+        let Some(deadline) = conn_deadline(&self.config, c) else {
             return;
         };
-        let c = self.conns.get_mut(id).expect("live conn");
         self.timers
             .rearm_lazily(&mut c.armed, deadline, Timer::Conn(id));
     }
@@ -153,20 +154,47 @@ impl<K: PoolKey> Pool<K> {
 
     /// The one place a connection changes state (`None`: it is closed and forgotten): keeps the
     /// per-key and total gauges and the idle lists in step with it.
+    ///
+    /// It is on every checkout and checkin, so it looks the connection and its key up once and
+    /// touches only the neighbours in the lists it leaves or joins. Always inlined: each of its
+    /// few callers passes one known state, so each copy folds down to that one transition.
+    #[inline(always)]
     pub(super) fn set_conn_state(&mut self, id: u64, new: Option<ConnState>) -> Option<Conn> {
         let c = self.conns.get_mut(id).expect("live conn");
-        let key_id = c.key;
         let old = Kind::of(&c.state);
         let new_kind = new.as_ref().map(Kind::of);
+        let ks = self.keys.get_mut(c.key).expect("conn's key is live");
+        if new_kind == Some(old) && old != Kind::Idle {
+            // Same gauge and no idle list to leave or join (a leased connection handed straight
+            // to a waiter, a resolved one starting to connect): only the state changes.
+            if let Some(state) = new {
+                c.state = state;
+            }
+            return None;
+        }
+        *old.gauge(&mut ks.gauges) -= 1;
+        *old.gauge(&mut self.total) -= 1;
+        // Leaving the idle lists: take the node's links while it is at hand.
+        let left = (old == Kind::Idle).then(|| {
+            (
+                core::mem::take(&mut c.idle_links),
+                core::mem::take(&mut c.lru_links),
+            )
+        });
+        // Joining them from another state: the lists do not change before the attach below, so
+        // the node can carry its new links now. (Idle to idle relinks the slow way below.)
+        let joins_idle = new_kind == Some(Kind::Idle);
+        let links_set = joins_idle && old != Kind::Idle;
+        if links_set {
+            c.idle_links = ks.idle.back_links();
+            c.lru_links = self.lru.back_links();
+        }
         if let Some(state) = new {
             c.state = state;
         }
-        let ks = self.keys.get_mut(key_id).expect("conn's key is live");
-        *old.gauge(&mut ks.gauges) -= 1;
-        *old.gauge(&mut self.total) -= 1;
-        if old == Kind::Idle {
-            ks.idle.remove(&mut self.conns, id, idle_links);
-            self.lru.remove(&mut self.conns, id, lru_links);
+        if let Some((idle_node, lru_node)) = left {
+            ks.idle.unlink(&mut self.conns, id, idle_node, idle_links);
+            self.lru.unlink(&mut self.conns, id, lru_node, lru_links);
         }
         let Some(new) = new_kind else {
             ks.gauges.open -= 1;
@@ -175,7 +203,10 @@ impl<K: PoolKey> Pool<K> {
         };
         *new.gauge(&mut ks.gauges) += 1;
         *new.gauge(&mut self.total) += 1;
-        if new == Kind::Idle {
+        if links_set {
+            ks.idle.attach_back(&mut self.conns, id, idle_links);
+            self.lru.attach_back(&mut self.conns, id, lru_links);
+        } else if joins_idle {
             ks.idle.push_back(&mut self.conns, id, idle_links);
             self.lru.push_back(&mut self.conns, id, lru_links);
         }
@@ -284,12 +315,14 @@ impl<K: PoolKey> Pool<K> {
                 });
             }
         }
-        self.hand_over(now, id, FromCache::Fresh);
+        let key_id = self.conns.get(id).expect("live conn").key;
+        self.hand_over(now, id, key_id, FromCache::Fresh);
     }
 
-    /// Hands a usable connection to the oldest waiter of its key, or keeps it idle.
-    pub(super) fn hand_over(&mut self, now: Instant, id: u64, from_cache: FromCache) {
-        let key_id = self.conns.get(id).expect("live conn").key;
+    /// Hands a usable connection (of key `key_id`, which the caller has at hand) to the oldest
+    /// waiter of its key, or keeps it idle.
+    pub(super) fn hand_over(&mut self, now: Instant, id: u64, key_id: u64, from_cache: FromCache) {
+        debug_assert_eq!(self.conns.get(id).map(|c| c.key), Some(key_id));
         let head = self.keys.get(key_id).expect("live key").waiters.front();
         match head {
             Some(waiter) => {
@@ -326,10 +359,13 @@ impl<K: PoolKey> Pool<K> {
                 Reuse::Lifo => ks.idle.back(),
                 Reuse::Fifo => ks.idle.front(),
             }?;
-            let c = self.conns.get(id).expect("idle conn is live");
-            if self.lifetime_end(c).is_some_and(|end| end <= now) {
-                self.close_conn(id, Some(CloseReason::MaxLifetime));
-                continue;
+            // Without a max lifetime nothing idle is too old: skip looking the connection up.
+            if let Some(max_lifetime) = self.config.max_lifetime {
+                let c = self.conns.get(id).expect("idle conn is live");
+                if c.created + max_lifetime <= now {
+                    self.close_conn(id, Some(CloseReason::MaxLifetime));
+                    continue;
+                }
             }
             return Some(id);
         }
@@ -347,8 +383,7 @@ impl<K: PoolKey> Pool<K> {
                 ks.idle.is_empty() || ks.waiters.is_empty(),
                 "a key never has idle connections and waiters"
             );
-            if ks.waiters.len() <= ks.gauges.connecting || ks.gauges.open >= self.config.max_per_key
-            {
+            if !ks.wants_conn(&self.config) {
                 return;
             }
             if self.total.open >= self.config.max_open {
@@ -373,7 +408,15 @@ impl<K: PoolKey> Pool<K> {
     }
 
     /// Gives freed global capacity to keys queued for it, oldest first.
+    #[inline]
     pub(super) fn serve_blocked(&mut self, now: Instant) {
+        // Most inputs find no key blocked: keep that check inline in every caller.
+        if !self.blocked.is_empty() {
+            self.serve_blocked_keys(now);
+        }
+    }
+
+    fn serve_blocked_keys(&mut self, now: Instant) {
         while let Some(&key_id) = self.blocked.front() {
             if self.total.open >= self.config.max_open && self.lru.is_empty() {
                 return;
@@ -493,18 +536,20 @@ impl<K: PoolKey> Pool<K> {
 
     /// Removes a waiter from its key's queue and its deadline order.
     pub(super) fn remove_waiter(&mut self, waiter: u64) -> Waiter {
-        let w = self.waiters.get(waiter).expect("live waiter");
-        let (key_id, in_expiry, deadline) = (w.key, w.in_expiry, w.deadline);
-        if in_expiry {
-            self.expiry.remove(&mut self.waiters, waiter, expiry_links);
+        // Out of the slab first, links and all: unlinking then looks up only the neighbours.
+        let w = self.waiters.remove(waiter).expect("live waiter");
+        if w.in_expiry {
+            self.expiry
+                .unlink(&mut self.waiters, waiter, w.expiry_links, expiry_links);
         } else {
-            self.timers.remove(deadline, Timer::Waiter(waiter));
+            self.timers.remove(w.deadline, Timer::Waiter(waiter));
         }
-        let ks = self.keys.get_mut(key_id).expect("waiter's key is live");
-        ks.waiters.remove(&mut self.waiters, waiter, waiter_links);
+        let ks = self.keys.get_mut(w.key).expect("waiter's key is live");
+        ks.waiters
+            .unlink(&mut self.waiters, waiter, w.links, waiter_links);
         ks.gauges.waiters -= 1;
         self.total.waiters -= 1;
-        self.waiters.remove(waiter).expect("live waiter")
+        w
     }
 
     /// Removes a waiter and answers it with `error`.
@@ -528,6 +573,24 @@ impl<K: PoolKey> Pool<K> {
         if self.state == PoolState::Draining && self.total.open == 0 {
             self.state = PoolState::Drained;
             self.outputs.push_back(Output::Drained);
+        }
+    }
+}
+
+/// The deadline a connection's timer should fire at, in its current state (see
+/// [`Pool::conn_deadline`]).
+#[inline]
+fn conn_deadline(config: &Config, c: &Conn) -> Option<Instant> {
+    match c.state {
+        ConnState::Resolving { .. } | ConnState::Leased => None,
+        ConnState::Connecting(ref a) => Some(a.deadline()),
+        ConnState::Idle { since } => {
+            let idle_end = since + config.idle_timeout;
+            Some(
+                config
+                    .max_lifetime
+                    .map_or(idle_end, |d| (c.created + d).min(idle_end)),
+            )
         }
     }
 }
@@ -560,6 +623,7 @@ enum Kind {
 }
 
 impl Kind {
+    #[inline]
     fn of(state: &ConnState) -> Kind {
         match state {
             ConnState::Resolving { .. } | ConnState::Connecting(_) => Kind::Connecting,
@@ -568,6 +632,7 @@ impl Kind {
         }
     }
 
+    #[inline]
     fn gauge(self, g: &mut Gauges) -> &mut usize {
         match self {
             Kind::Connecting => &mut g.connecting,
