@@ -12,10 +12,10 @@ use std::time::Duration;
 use moor_core::pool::{CheckoutError, FromCache};
 use moor_core::{CheckoutId, ConnId, UsageError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
 
+use crate::answer;
 use crate::error::Error;
-use crate::pool::{Answer, Inner};
+use crate::pool::{Answer, Inner, Watch};
 use crate::stream::Stream;
 use crate::target::Target;
 
@@ -23,6 +23,7 @@ use crate::target::Target;
 pub(crate) struct Lease {
     pub(crate) conn: ConnId,
     pub(crate) stream: Stream,
+    pub(crate) watch: Watch,
     pub(crate) from_cache: FromCache,
 }
 
@@ -49,7 +50,7 @@ enum Step<'a> {
     /// Queued in the core; the answer arrives in `answer` without the pool's lock.
     Waiting {
         checkout: CheckoutId,
-        answer: oneshot::Receiver<Answer>,
+        answer: answer::Receiver,
     },
     Done,
 }
@@ -72,8 +73,8 @@ fn guard(inner: &Arc<Inner>, answer: Answer) -> Result<Pooled, Error> {
     answer.map(|lease| Pooled {
         inner: inner.clone(),
         conn: lease.conn,
-        stream: Some(lease.stream),
         from_cache: lease.from_cache,
+        lease: Some(lease),
         discard: false,
     })
 }
@@ -86,13 +87,15 @@ impl Future for Checkout<'_> {
         let inner = this.inner;
         match std::mem::replace(&mut this.step, Step::Done) {
             Step::Start { target, timeout } => {
-                // Under contention the checkout will probably wait: allocate its slot outside
-                // the lock.
-                let mut slot = inner
-                    .queue_hint
-                    .load(Ordering::Relaxed)
-                    .then(oneshot::channel::<Answer>);
-                let (mut st, now) = inner.lock();
+                // Under contention the checkout will probably wait: allocate its slot and read
+                // the clock (for its deadline) outside the lock.
+                let likely_wait = inner.queue_hint.load(Ordering::Relaxed);
+                let mut slot = likely_wait.then(answer::channel);
+                let (mut st, now) = if likely_wait {
+                    inner.lock()
+                } else {
+                    inner.lock_for_hit(target)
+                };
                 // Report idle sockets that woke since the driver last ran, so a checkout does
                 // not get one the reactor already knows is dead.
                 inner.check_woken(&mut st, now);
@@ -116,7 +119,7 @@ impl Future for Checkout<'_> {
                         Poll::Ready(guard(inner, answer))
                     }
                     None => {
-                        let (tx, mut rx) = slot.take().unwrap_or_else(oneshot::channel);
+                        let (tx, mut rx) = slot.take().unwrap_or_else(answer::channel);
                         st.waiters.insert(checkout, tx);
                         drop(st);
                         if !inner.queue_hint.load(Ordering::Relaxed) {
@@ -124,7 +127,7 @@ impl Future for Checkout<'_> {
                         }
                         // Register this task's waker with the slot (nothing can be in it yet:
                         // the core answers this token only under the lock, delivered after).
-                        match Pin::new(&mut rx).poll(cx) {
+                        match rx.poll(cx) {
                             Poll::Ready(answer) => {
                                 Poll::Ready(guard(inner, answer.expect("the pool answers")))
                             }
@@ -142,7 +145,7 @@ impl Future for Checkout<'_> {
             Step::Waiting {
                 checkout,
                 mut answer,
-            } => match Pin::new(&mut answer).poll(cx) {
+            } => match answer.poll(cx) {
                 // The pool keeps every waiter's slot until it answers it.
                 Poll::Ready(a) => Poll::Ready(guard(inner, a.expect("the pool answers"))),
                 Poll::Pending => {
@@ -173,10 +176,9 @@ impl Drop for Checkout<'_> {
         drop(st);
         // Answered: the answer is in the slot, or on its way (then the sender finds the slot
         // closed and checks the connection back in itself).
-        answer.close();
-        if let Ok(Ok(lease)) = answer.try_recv() {
+        if let Some(Ok(lease)) = answer.close() {
             // Answered but never delivered: the connection goes back, unused.
-            inner.checkin(lease.conn, lease.stream, false);
+            inner.checkin(lease, false);
         }
     }
 }
@@ -193,8 +195,9 @@ impl Drop for Checkout<'_> {
 pub struct Pooled {
     inner: Arc<Inner>,
     conn: ConnId,
-    stream: Option<Stream>,
     from_cache: FromCache,
+    /// The stream and its idle watch (taken on drop).
+    lease: Option<Lease>,
     discard: bool,
 }
 
@@ -219,9 +222,9 @@ impl Pooled {
     /// code that owns its connections. The pool forgets it at once (its place is free for the
     /// next checkout); closing it is now the caller's business.
     pub fn detach(mut self) -> Stream {
-        let stream = self.stream.take().expect("present until drop");
+        let lease = self.lease.take().expect("present until drop");
         self.inner.forget(self.conn);
-        stream
+        lease.stream
     }
 
     /// Marks the connection as not reusable; it is closed when the guard drops.
@@ -230,14 +233,14 @@ impl Pooled {
     }
 
     fn stream_mut(&mut self) -> &mut Stream {
-        self.stream.as_mut().expect("present until drop")
+        &mut self.lease.as_mut().expect("present until drop").stream
     }
 }
 
 impl Deref for Pooled {
     type Target = Stream;
     fn deref(&self) -> &Stream {
-        self.stream.as_ref().expect("present until drop")
+        &self.lease.as_ref().expect("present until drop").stream
     }
 }
 
@@ -249,8 +252,8 @@ impl DerefMut for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            self.inner.checkin(self.conn, stream, self.discard);
+        if let Some(lease) = self.lease.take() {
+            self.inner.checkin(lease, self.discard);
         }
     }
 }

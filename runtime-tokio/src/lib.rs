@@ -50,6 +50,7 @@
 
 #![forbid(unsafe_code)]
 
+mod answer;
 mod builder;
 mod checkout;
 mod connect;

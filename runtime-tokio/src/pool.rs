@@ -7,9 +7,12 @@
 //! never held across an `.await`; slow work (resolve, connect, TLS) runs in spawned tasks that
 //! come back through the same door.
 //!
-//! The clock is read before the lock is taken, and an answer for a waiting checkout goes into
-//! that checkout's own one-shot slot after the lock is released: the woken checkout never
-//! takes the pool's lock again.
+//! The lock is kept short. The clock is read before it is taken, or not at all for an input
+//! that does nothing time-dependent (a cache hit, a return that goes straight to a waiter:
+//! [`Inner::lock_timeless_if`]). A returned connection's health check and idle watch run
+//! before it, on the stream alone. An answer for a waiting checkout goes into that checkout's
+//! own slot ([`crate::answer`]) after it is released: the woken checkout never takes the pool's
+//! lock again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use moor_core::pool::{CheckoutError, Config, Gauges, Output, Pool as CorePool, PoolState, Stats};
 use moor_core::{CheckoutId, ConfigError, ConnId, Instant};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
@@ -78,18 +81,64 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// What the driver holds for each open connection the core knows (a connecting one has only
-/// its attempts, in [`State::attempts`]).
-pub(crate) enum Slot {
-    /// Open and not leased: idle, or just connected/returned and about to be handed over.
-    Parked { stream: Stream, waker: Waker },
-    /// Leased: the guard holds the stream.
-    Leased { waker: Waker },
+/// An open connection the pool holds (idle, or just connected or returned and about to be
+/// handed over). A leased one is in its guard; a connecting one has only its attempts, in
+/// [`State::attempts`].
+pub(crate) struct Parked {
+    stream: Stream,
+    watch: Watch,
+}
+
+/// A connection's idle watch: what its socket wakes on activity while it is idle. It travels
+/// with the stream (into the guard and back), so a returned connection is armed before the
+/// pool's lock is taken.
+pub(crate) struct Watch(Arc<IdleWaker>);
+
+impl Watch {
+    fn new(conn: ConnId, inner: &Arc<Inner>) -> Watch {
+        Watch(Arc::new(IdleWaker {
+            conn,
+            inner: Arc::downgrade(inner),
+            fired: AtomicBool::new(false),
+        }))
+    }
+
+    /// Arms the watch on a returned stream: `false` if the stream is not healthy (unread data,
+    /// EOF or an error), and the caller closes it.
+    fn arm_returned(&self, stream: &mut Stream) -> bool {
+        if self.registered() {
+            // Nothing woke the watch since it was armed (a read event would have, and a read
+            // that waited would have replaced it): the socket is as quiet as it was then.
+            return true;
+        }
+        self.arm(stream)
+    }
+
+    /// Arms the watch on `stream` (registers its waker with the socket), after probing the
+    /// stream if it is readable: `false` if it is not healthy.
+    fn arm(&self, stream: &mut Stream) -> bool {
+        // Cleared before arming: a wake from this registration comes after, and sets it again.
+        self.0.fired.store(false, Ordering::Relaxed);
+        stream.watch_idle(&Waker::from(self.0.clone()))
+    }
+
+    /// Whether the socket still holds this watch's waker: tokio keeps one clone of the waker a
+    /// readiness poll registered, until it wakes it or a later poll replaces it, and the watch
+    /// holds the only other handle. A wake on its way also counts: it still arrives, and the
+    /// driver then arms the watch again without asking this.
+    fn registered(&self) -> bool {
+        Arc::strong_count(&self.0) == 2
+    }
+
+    /// Whether the socket woke the watch since it was last armed.
+    fn fired(&self) -> bool {
+        self.0.fired.load(Ordering::Acquire)
+    }
 }
 
 /// Where the answer to a waiting checkout goes: the checkout holds the receiving end.
 pub(crate) type Answer = Result<Lease, Error>;
-pub(crate) type WaiterSlot = oneshot::Sender<Answer>;
+pub(crate) type WaiterSlot = crate::answer::Sender;
 
 pub(crate) struct State {
     pub(crate) core: CorePool<Target>,
@@ -97,7 +146,12 @@ pub(crate) struct State {
     /// Waiting checkouts' answer slots, by the id the core gave each (never reused, so a
     /// checkout dropped after its answer cannot mistake a later checkout's slot for its own).
     pub(crate) waiters: IdMap<CheckoutId, WaiterSlot>,
-    pub(crate) conns: IdMap<ConnId, Slot>,
+    /// Every open connection the core knows: `Some` while parked, `None` while leased (the
+    /// guard holds the stream; the entry stays, so a return costs no insertion).
+    pub(crate) conns: IdMap<ConnId, Option<Parked>>,
+    /// The connection being checked in or connected while its input is fed: the core may hand
+    /// it out or close it at once, so it joins [`State::conns`] only if it stays parked.
+    returning: Option<(ConnId, Parked)>,
     /// Connect attempts running, by connection and attempt: a pair the core never reuses, so
     /// an attempt that was cancelled but finished anyway is recognised (it is not here) and
     /// its socket dropped.
@@ -114,6 +168,33 @@ pub(crate) struct State {
     /// Answers to hand to waiting checkouts once the lock is released (waking under the lock
     /// would lengthen it by a possible thread wake-up).
     deliveries: Vec<(WaiterSlot, Answer)>,
+}
+
+impl State {
+    /// Takes a parked connection out, to hand it out (its entry stays, as leased).
+    fn take_parked(&mut self, conn: ConnId) -> Option<Parked> {
+        match self.returning.take() {
+            Some((c, parked)) if c == conn => Some(parked),
+            other => {
+                self.returning = other;
+                self.conns.get_mut(&conn).and_then(Option::take)
+            }
+        }
+    }
+
+    /// Forgets a connection the core closed, dropping its stream if parked. `false` if it was
+    /// not open (still connecting).
+    fn remove_conn(&mut self, conn: ConnId) -> bool {
+        let returning = self.returning.take_if(|(c, _)| *c == conn).is_some();
+        self.conns.remove(&conn).is_some() || returning
+    }
+
+    /// The returning connection stayed in the pool: park it with the others.
+    fn park_returning(&mut self) {
+        if let Some((conn, parked)) = self.returning.take() {
+            self.conns.insert(conn, Some(parked));
+        }
+    }
 }
 
 /// The locked pool state. Letting go of it ([`Drop`]) releases the lock, then hands out the
@@ -167,6 +248,9 @@ pub(crate) struct Inner {
 struct IdleWaker {
     conn: ConnId,
     inner: Weak<Inner>,
+    /// Set by every wake: a connection armed outside the lock may wake before it is parked,
+    /// when the driver would not find it; parking looks at this under the lock.
+    fired: AtomicBool,
 }
 
 impl Wake for IdleWaker {
@@ -174,6 +258,7 @@ impl Wake for IdleWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
         if let Some(inner) = self.inner.upgrade() {
             inner.woken.lock().expect("woken list").push(self.conn);
             inner.woken_any.store(true, Ordering::Release);
@@ -200,6 +285,7 @@ impl Pool {
                 last_now: Instant::ZERO,
                 waiters: IdMap::default(),
                 conns: IdMap::default(),
+                returning: None,
                 attempts: BTreeMap::new(),
                 lookups: HashMap::new(),
                 lookups_started: 0,
@@ -285,9 +371,65 @@ impl Inner {
     /// section), then takes the lock and makes the reading monotonic under it, so inputs reach
     /// the core in time order.
     pub(crate) fn lock(self: &Arc<Self>) -> (Locked<'_>, Instant) {
-        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // A panic under the lock is an internal invariant violation; going on would be wrong.
-        let mut guard = self.state.lock().expect("moor-tokio pool state poisoned");
+        let nanos = self.clock();
+        let guard = self.state.lock().expect("moor-tokio pool state poisoned");
+        self.locked(guard, nanos)
+    }
+
+    /// Takes the lock for a checkout of `target` that will probably not wait: when an idle
+    /// connection can serve it at once, without reading the clock (see
+    /// [`Inner::lock_timeless_if`]).
+    pub(crate) fn lock_for_hit(self: &Arc<Self>, target: &Target) -> (Locked<'_>, Instant) {
+        self.lock_timeless_if(|core| core.key_stats(target).idle > 0)
+    }
+
+    /// Takes the lock for the return of `conn`, which will probably go straight to a waiting
+    /// checkout: when one is waiting for its key, without reading the clock.
+    fn lock_for_handover(self: &Arc<Self>, conn: ConnId) -> (Locked<'_>, Instant) {
+        self.lock_timeless_if(|core| {
+            core.conn_key(conn)
+                .is_some_and(|key| core.key_stats(key).waiters > 0)
+        })
+    }
+
+    /// Takes the lock, and reads the clock under it unless `timeless` says the input about to
+    /// be fed does nothing that depends on the time: then the time of the last input serves as
+    /// well as a fresh reading, and saves the most expensive step of a cache hit or a
+    /// hand-over (a clock read orders the processor's pipeline). Such inputs are a checkout an
+    /// idle connection serves at once and a return that goes straight to a waiting checkout,
+    /// and only while no `max_lifetime` is set (a connection's age is then checked) and no
+    /// idle socket woke (closing one can open a new connection, with a connect deadline).
+    fn lock_timeless_if(
+        self: &Arc<Self>,
+        timeless: impl FnOnce(&CorePool<Target>) -> bool,
+    ) -> (Locked<'_>, Instant) {
+        let guard = self.state.lock().expect("moor-tokio pool state poisoned");
+        if !self.woken_any.load(Ordering::Relaxed)
+            && guard.core.config().max_lifetime.is_none()
+            && timeless(&guard.core)
+        {
+            let now = guard.last_now;
+            let st = Locked {
+                inner: self,
+                guard: Some(guard),
+            };
+            return (st, now);
+        }
+        let nanos = self.clock();
+        self.locked(guard, nanos)
+    }
+
+    /// Nanoseconds since the pool's origin.
+    fn clock(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Wraps a taken lock, with `nanos` made monotonic under it.
+    fn locked<'a>(
+        self: &'a Arc<Self>,
+        mut guard: MutexGuard<'a, State>,
+        nanos: u64,
+    ) -> (Locked<'a>, Instant) {
         let now = Instant::from_nanos(nanos).max(guard.last_now);
         guard.last_now = now;
         let st = Locked {
@@ -321,7 +463,7 @@ impl Inner {
 
     fn deliver_now(self: &Arc<Self>, (slot, answer): (WaiterSlot, Answer)) {
         if let Err(Ok(lease)) = slot.send(answer) {
-            self.checkin(lease.conn, lease.stream, false);
+            self.checkin(lease, false);
         }
     }
 
@@ -354,81 +496,18 @@ impl Inner {
         let mut answer = None;
         while let Some(output) = st.core.poll_output() {
             match output {
-                Output::Resolve { host } => {
-                    debug!(%host, "resolving");
-                    st.lookups_started += 1;
-                    let lookup = st.lookups_started;
-                    let inner = self.clone();
-                    let task = self.rt.spawn({
-                        let host = host.clone();
-                        async move {
-                            let result = connect::resolve(&inner.net, &host).await;
-                            inner.resolved(&host, lookup, result);
-                        }
-                    });
-                    st.lookups.insert(host, (lookup, task.abort_handle()));
-                }
-                Output::CancelResolve { host } => {
-                    debug!(%host, "lookup abandoned");
-                    if let Some((_, task)) = st.lookups.remove(&host) {
-                        task.abort();
-                    }
-                }
-                Output::Connect {
-                    conn,
-                    attempt,
-                    key,
-                    addr,
-                } => {
-                    debug!(conn = conn.to_raw(), attempt, target = %key, %addr, "connecting");
-                    let inner = self.clone();
-                    let task = self.rt.spawn(async move {
-                        let result = connect::open(&inner.net, &key, addr).await;
-                        inner.connected(conn, attempt, result);
-                    });
-                    st.attempts.insert((conn, attempt), task.abort_handle());
-                }
-                Output::CancelConnect { conn, attempt } => {
-                    debug!(conn = conn.to_raw(), attempt, "connect attempt cancelled");
-                    if let Some(task) = st.attempts.remove(&(conn, attempt)) {
-                        task.abort();
-                    }
-                }
-                Output::Close { conn, reason } => {
-                    debug!(conn = conn.to_raw(), ?reason, "closing");
-                    // Dropping the stream closes the socket; a connection still connecting has
-                    // only attempts to stop.
-                    if st.conns.remove(&conn).is_none() {
-                        let running: Vec<_> = st
-                            .attempts
-                            .range((conn, 0)..=(conn, usize::MAX))
-                            .map(|(&id, _)| id)
-                            .collect();
-                        for id in running {
-                            st.attempts.remove(&id).expect("just listed").abort();
-                        }
-                    }
-                }
                 Output::Acquired {
                     checkout,
                     conn,
                     from_cache,
                 } => {
-                    let slot = st
-                        .conns
-                        .get_mut(&conn)
-                        .expect("the core leases open connections");
-                    let placeholder = Slot::Leased {
-                        waker: Waker::noop().clone(),
-                    };
-                    let Slot::Parked { stream, waker } = std::mem::replace(slot, placeholder)
-                    else {
-                        unreachable!("the core leases only open, unleased connections");
-                    };
-                    *slot = Slot::Leased { waker };
+                    let Parked { stream, watch } = st
+                        .take_parked(conn)
+                        .expect("the core leases only open, unleased connections");
                     let lease = Lease {
                         conn,
                         stream,
+                        watch,
                         from_cache,
                     };
                     if Some(checkout) == mine {
@@ -438,26 +517,14 @@ impl Inner {
                     }
                 }
                 Output::CheckoutFailed { checkout, error } => {
-                    let detail = match error {
-                        CheckoutError::Connect(_) | CheckoutError::Resolve(_) => cause.cloned(),
-                        CheckoutError::Shutdown => self.shutdown_cause(),
-                        _ => None,
-                    };
-                    let err = Error::new(error, detail);
-                    debug!(checkout = checkout.to_raw(), error = %err, "checkout failed");
+                    let err = self.failure(checkout, error, cause);
                     if Some(checkout) == mine {
                         answer = Some(Err(err));
                     } else {
                         deliver(st, checkout, Err(err));
                     }
                 }
-                Output::Drained => {
-                    debug!("drained");
-                    st.drained = true;
-                    self.drained.send_replace(true);
-                    self.driver.notify_one();
-                }
-                _ => {}
+                other => self.perform(st, other),
             }
         }
         if let Some(next) = st.core.poll_timeout()
@@ -469,14 +536,103 @@ impl Inner {
         answer
     }
 
+    /// The error a failed checkout gets: the core's reason, with the I/O error behind it.
+    #[cold]
+    fn failure(
+        &self,
+        checkout: CheckoutId,
+        error: CheckoutError,
+        cause: Option<&Arc<io::Error>>,
+    ) -> Error {
+        let detail = match error {
+            CheckoutError::Connect(_) | CheckoutError::Resolve(_) => cause.cloned(),
+            CheckoutError::Shutdown => self.shutdown_cause(),
+            _ => None,
+        };
+        let err = Error::new(error, detail);
+        debug!(checkout = checkout.to_raw(), error = %err, "checkout failed");
+        err
+    }
+
+    /// Performs one of the core's actions (all but the answers, which [`Inner::pump`] hands
+    /// out itself). Kept out of `pump`, whose loop is on every checkout and checkin: these
+    /// arms spawn tasks and would give it a frame of over a kilobyte.
+    #[inline(never)]
+    fn perform(self: &Arc<Self>, st: &mut State, output: Output<Target>) {
+        match output {
+            Output::Resolve { host } => {
+                debug!(%host, "resolving");
+                st.lookups_started += 1;
+                let lookup = st.lookups_started;
+                let inner = self.clone();
+                let task = self.rt.spawn({
+                    let host = host.clone();
+                    async move {
+                        let result = connect::resolve(&inner.net, &host).await;
+                        inner.resolved(&host, lookup, result);
+                    }
+                });
+                st.lookups.insert(host, (lookup, task.abort_handle()));
+            }
+            Output::CancelResolve { host } => {
+                debug!(%host, "lookup abandoned");
+                if let Some((_, task)) = st.lookups.remove(&host) {
+                    task.abort();
+                }
+            }
+            Output::Connect {
+                conn,
+                attempt,
+                key,
+                addr,
+            } => {
+                debug!(conn = conn.to_raw(), attempt, target = %key, %addr, "connecting");
+                let inner = self.clone();
+                let task = self.rt.spawn(async move {
+                    let result = connect::open(&inner.net, &key, addr).await;
+                    inner.connected(conn, attempt, result);
+                });
+                st.attempts.insert((conn, attempt), task.abort_handle());
+            }
+            Output::CancelConnect { conn, attempt } => {
+                debug!(conn = conn.to_raw(), attempt, "connect attempt cancelled");
+                if let Some(task) = st.attempts.remove(&(conn, attempt)) {
+                    task.abort();
+                }
+            }
+            Output::Close { conn, reason } => {
+                debug!(conn = conn.to_raw(), ?reason, "closing");
+                // Dropping the stream closes the socket; a connection still connecting has
+                // only attempts to stop (a leased one was dropped by its guard already).
+                if !st.remove_conn(conn) && !st.attempts.is_empty() {
+                    let running: Vec<_> = st
+                        .attempts
+                        .range((conn, 0)..=(conn, usize::MAX))
+                        .map(|(&id, _)| id)
+                        .collect();
+                    for id in running {
+                        st.attempts.remove(&id).expect("just listed").abort();
+                    }
+                }
+            }
+            Output::Drained => {
+                debug!("drained");
+                st.drained = true;
+                self.drained.send_replace(true);
+                self.driver.notify_one();
+            }
+            _ => {}
+        }
+    }
+
     /// After the core kept `conn` (checked in or connected) and the outputs are drained: if it
     /// is still parked it is idle, so watch its socket; a socket that is not healthy is reported
     /// as closed by the peer.
     fn settle(self: &Arc<Self>, st: &mut State, now: Instant, conn: ConnId) {
-        let Some(Slot::Parked { stream, waker }) = st.conns.get_mut(&conn) else {
+        let Some(Some(Parked { stream, watch })) = st.conns.get_mut(&conn) else {
             return;
         };
-        if stream.watch_idle(waker) {
+        if watch.arm(stream) {
             return;
         }
         st.core
@@ -503,9 +659,24 @@ impl Inner {
 
     /// A leased connection comes back. Called by the guard's drop and by a checkout future
     /// dropped after its answer arrived.
-    pub(crate) fn checkin(self: &Arc<Self>, conn: ConnId, mut stream: Stream, discard: bool) {
-        // The probe touches only this stream: do it before taking the lock.
-        if discard || !stream.probe() {
+    pub(crate) fn checkin(self: &Arc<Self>, lease: Lease, discard: bool) {
+        let Lease {
+            conn,
+            mut stream,
+            watch,
+            ..
+        } = lease;
+        // Both run before the lock (they touch only this stream): the health check, and the
+        // idle watch unless checkouts are waiting (then the connection probably goes straight
+        // to one of them, and arming it would be wasted).
+        let handing_over = self.queue_hint.load(Ordering::Relaxed);
+        let healthy = !discard
+            && if handing_over {
+                stream.probe()
+            } else {
+                watch.arm_returned(&mut stream)
+            };
+        if !healthy {
             if !discard {
                 debug!(
                     conn = conn.to_raw(),
@@ -517,25 +688,23 @@ impl Inner {
             drop(stream);
             return;
         }
-        let (mut st, now) = self.lock();
-        let slot = st
-            .conns
-            .get_mut(&conn)
-            .expect("a lease's connection is open");
-        let Slot::Leased { waker } = std::mem::replace(
-            slot,
-            Slot::Leased {
-                waker: Waker::noop().clone(),
-            },
-        ) else {
-            unreachable!("a lease's connection is leased");
+        let (mut st, now) = if handing_over {
+            self.lock_for_handover(conn)
+        } else {
+            self.lock()
         };
-        *slot = Slot::Parked { stream, waker };
+        // Not armed, or woken since it was armed (a wake while it was leased is passed over by
+        // the driver): settle it if it stays parked.
+        let unsettled = handing_over || watch.fired();
+        st.returning = Some((conn, Parked { stream, watch }));
         st.core
             .handle_checkin(now, conn, true)
             .expect("a lease's connection is leased");
         self.pump(&mut st, None, None);
-        self.settle(&mut st, now, conn);
+        st.park_returning();
+        if unsettled {
+            self.settle(&mut st, now, conn);
+        }
     }
 
     /// A leased connection leaves the pool for good (discarded, unhealthy, or detached by its
@@ -598,15 +767,13 @@ impl Inner {
         match result {
             Ok(stream) => {
                 debug!(conn = conn.to_raw(), attempt, "connected");
-                let waker = Waker::from(Arc::new(IdleWaker {
-                    conn,
-                    inner: Arc::downgrade(self),
-                }));
-                st.conns.insert(conn, Slot::Parked { stream, waker });
+                let watch = Watch::new(conn, self);
+                st.returning = Some((conn, Parked { stream, watch }));
                 st.core
                     .handle_connected(now, conn, attempt)
                     .expect("a running attempt is one the core is making");
                 self.pump(&mut st, None, None);
+                st.park_returning();
                 self.settle(&mut st, now, conn);
             }
             Err((kind, e)) => {

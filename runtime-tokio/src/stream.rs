@@ -92,6 +92,12 @@ impl Stream {
     /// Makes an idle stream wake `waker` on any activity. `false` if the stream is not healthy
     /// (the caller closes it).
     pub(crate) fn watch_idle(&mut self, waker: &Waker) -> bool {
+        // A TLS stream may hold decrypted bytes (or a close) that the socket no longer shows:
+        // read it once first. A TCP socket's readiness covers everything, and a stale readiness
+        // makes the arm below probe it.
+        if self.is_tls() && !self.probe() {
+            return false;
+        }
         // Readiness can flip between the probe and the arm; a few rounds settle it, and a
         // socket that keeps flipping is not one to keep.
         for _ in 0..4 {

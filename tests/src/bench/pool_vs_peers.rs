@@ -10,6 +10,7 @@
 //! (a readiness-gated probe on checkin and an idle watch), so the comparison is not in moor's
 //! favour. Each figure is the median of `REPS` runs, the three pools interleaved.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,12 +68,29 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-#[derive(Clone)]
-enum Subject {
-    Moor(moor_tokio::Pool, Target),
-    Deadpool(deadpool::managed::Pool<DpManager>),
-    Bb8(bb8::Pool<Bb8Manager>),
+/// A pool under test. Each pool is its own type, so each gets its own monomorphic loop: with
+/// one `async fn` matching over all three, the loop's state machine was the union of theirs,
+/// and a change to one pool's guard moved another pool's figure (deadpool's get+drop by 20 %
+/// when only moor's guard grew by 16 bytes).
+trait Subject: Clone + Send + Sync + 'static {
+    /// Its name in the report.
+    const NAME: &'static str;
+
+    /// One checkout: returns how long `get` took (when `timed`, else zero).
+    fn cycle(&self, w: Work, timed: bool) -> impl Future<Output = Duration> + Send;
+
+    /// Fills the pool with `size` open connections.
+    fn warm(&self, size: usize) -> impl Future<Output = ()> + Send;
 }
+
+#[derive(Clone)]
+struct Moor(moor_tokio::Pool, Target);
+
+#[derive(Clone)]
+struct Deadpool(deadpool::managed::Pool<DpManager>);
+
+#[derive(Clone)]
+struct Bb8(bb8::Pool<Bb8Manager>);
 
 /// What a task does while it holds a connection.
 #[derive(Clone, Copy, PartialEq)]
@@ -90,92 +108,104 @@ async fn work<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, w: Work) {
     }
 }
 
-impl Subject {
-    fn name(&self) -> &'static str {
-        match self {
-            Subject::Moor(..) => "moor",
-            Subject::Deadpool(_) => "deadpool",
-            Subject::Bb8(_) => "bb8",
-        }
-    }
+fn elapsed(start: Option<Instant>) -> Duration {
+    start.map_or(Duration::ZERO, |s| s.elapsed())
+}
 
-    /// One checkout: returns how long `get` took (when `timed`, else zero).
+impl Subject for Moor {
+    const NAME: &'static str = "moor";
+
     async fn cycle(&self, w: Work, timed: bool) -> Duration {
         let start = timed.then(Instant::now);
-        let elapsed = |s: Option<Instant>| s.map_or(Duration::ZERO, |s| s.elapsed());
-        match self {
-            Subject::Moor(pool, t) => {
-                let mut c = pool.get(t).await.expect("moor get");
-                let took = elapsed(start);
-                work(&mut *c, w).await;
-                took
-            }
-            Subject::Deadpool(pool) => {
-                let mut c = pool.get().await.expect("deadpool get");
-                let took = elapsed(start);
-                work(&mut *c, w).await;
-                took
-            }
-            Subject::Bb8(pool) => {
-                let mut c = pool.get().await.expect("bb8 get");
-                let took = elapsed(start);
-                work(&mut *c, w).await;
-                took
-            }
-        }
+        let mut c = self.0.get(&self.1).await.expect("moor get");
+        let took = elapsed(start);
+        work(&mut *c, w).await;
+        took
     }
 
-    /// Fills the pool with `size` open connections.
     async fn warm(&self, size: usize) {
-        match self {
-            Subject::Moor(pool, t) => {
-                let mut held = Vec::new();
-                for _ in 0..size {
-                    held.push(pool.get(t).await.expect("warm"));
-                }
-            }
-            Subject::Deadpool(pool) => {
-                let mut held = Vec::new();
-                for _ in 0..size {
-                    held.push(pool.get().await.expect("warm"));
-                }
-            }
-            Subject::Bb8(pool) => {
-                let mut held = Vec::new();
-                for _ in 0..size {
-                    held.push(pool.get().await.expect("warm"));
-                }
-            }
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(self.0.get(&self.1).await.expect("warm"));
         }
     }
 }
 
-async fn subjects(addr: SocketAddr, size: usize) -> Vec<Subject> {
-    let moor = moor_tokio::Pool::builder()
-        .max_per_key(size)
-        .max_open(size.max(128))
-        .build()
-        .expect("moor pool");
-    let target = Target::new("tcp", "127.0.0.1", addr.port());
-    let dp = deadpool::managed::Pool::builder(DpManager(addr))
-        .max_size(size)
-        .build()
-        .expect("deadpool");
-    let b = bb8::Pool::builder()
-        .max_size(u32::try_from(size).expect("small"))
-        .test_on_check_out(false)
-        .build(Bb8Manager(addr))
-        .await
-        .expect("bb8");
-    let all = vec![
-        Subject::Moor(moor, target),
-        Subject::Deadpool(dp),
-        Subject::Bb8(b),
-    ];
-    for s in &all {
-        s.warm(size).await;
+impl Subject for Deadpool {
+    const NAME: &'static str = "deadpool";
+
+    async fn cycle(&self, w: Work, timed: bool) -> Duration {
+        let start = timed.then(Instant::now);
+        let mut c = self.0.get().await.expect("deadpool get");
+        let took = elapsed(start);
+        work(&mut *c, w).await;
+        took
     }
-    all
+
+    async fn warm(&self, size: usize) {
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(self.0.get().await.expect("warm"));
+        }
+    }
+}
+
+impl Subject for Bb8 {
+    const NAME: &'static str = "bb8";
+
+    async fn cycle(&self, w: Work, timed: bool) -> Duration {
+        let start = timed.then(Instant::now);
+        let mut c = self.0.get().await.expect("bb8 get");
+        let took = elapsed(start);
+        work(&mut *c, w).await;
+        took
+    }
+
+    async fn warm(&self, size: usize) {
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(self.0.get().await.expect("warm"));
+        }
+    }
+}
+
+/// The three pools, each of `size` warm connections to `addr`.
+struct Subjects {
+    moor: Moor,
+    deadpool: Deadpool,
+    bb8: Bb8,
+}
+
+const NAMES: [&str; 3] = [Moor::NAME, Deadpool::NAME, Bb8::NAME];
+
+impl Subjects {
+    async fn new(addr: SocketAddr, size: usize) -> Subjects {
+        let moor = moor_tokio::Pool::builder()
+            .max_per_key(size)
+            .max_open(size.max(128))
+            .build()
+            .expect("moor pool");
+        let target = Target::new("tcp", "127.0.0.1", addr.port());
+        let dp = deadpool::managed::Pool::builder(DpManager(addr))
+            .max_size(size)
+            .build()
+            .expect("deadpool");
+        let b = bb8::Pool::builder()
+            .max_size(u32::try_from(size).expect("small"))
+            .test_on_check_out(false)
+            .build(Bb8Manager(addr))
+            .await
+            .expect("bb8");
+        let all = Subjects {
+            moor: Moor(moor, target),
+            deadpool: Deadpool(dp),
+            bb8: Bb8(b),
+        };
+        all.moor.warm(size).await;
+        all.deadpool.warm(size).await;
+        all.bb8.warm(size).await;
+        all
+    }
 }
 
 /// Checkouts per second with `tasks` tasks looping for [`RUN`].
@@ -183,7 +213,7 @@ async fn subjects(addr: SocketAddr, size: usize) -> Vec<Subject> {
 /// Each loop also spends one unit of tokio's cooperative budget per checkout, so a task whose
 /// checkouts never wait still yields now and then (as a task doing real I/O would), and the
 /// tasks really interleave.
-async fn throughput(s: &Subject, tasks: usize, w: Work) -> f64 {
+async fn throughput<S: Subject>(s: &S, tasks: usize, w: Work) -> f64 {
     let count = Arc::new(AtomicU64::new(0));
     let mut set = tokio::task::JoinSet::new();
     let start = Instant::now();
@@ -208,7 +238,7 @@ async fn throughput(s: &Subject, tasks: usize, w: Work) -> f64 {
 }
 
 /// `get()` latencies (ns) of 64 tasks × `per_task` checkouts, each holding across a yield.
-async fn latencies(s: &Subject, per_task: usize) -> Vec<u64> {
+async fn latencies<S: Subject>(s: &S, per_task: usize) -> Vec<u64> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let s = s.clone();
@@ -235,15 +265,34 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Runs each subject `REPS` times (rotating the order) and returns the median per subject.
-async fn medians(subjects: &[Subject], tasks: usize, w: Work) -> Vec<f64> {
-    let mut runs = vec![Vec::new(); subjects.len()];
+async fn medians(subjects: &Subjects, tasks: usize, w: Work) -> Vec<f64> {
+    let mut runs = vec![Vec::new(); NAMES.len()];
     for rep in 0..REPS {
-        for k in 0..subjects.len() {
-            let i = (k + rep) % subjects.len();
-            runs[i].push(throughput(&subjects[i], tasks, w).await);
+        for k in 0..NAMES.len() {
+            let i = (k + rep) % NAMES.len();
+            let v = match i {
+                0 => throughput(&subjects.moor, tasks, w).await,
+                1 => throughput(&subjects.deadpool, tasks, w).await,
+                _ => throughput(&subjects.bb8, tasks, w).await,
+            };
+            runs[i].push(v);
         }
     }
     runs.into_iter().map(median).collect()
+}
+
+/// `(p50, p99, max)` of one latency run of subject `i`.
+async fn latency_run(subjects: &Subjects, i: usize) -> (u64, u64, u64) {
+    let lat = match i {
+        0 => latencies(&subjects.moor, 300).await,
+        1 => latencies(&subjects.deadpool, 300).await,
+        _ => latencies(&subjects.bb8, 300).await,
+    };
+    (
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        *lat.last().expect("samples"),
+    )
 }
 
 /// Prints the three figures and returns moor / best peer.
@@ -264,26 +313,23 @@ pub fn run() {
         let server = Server::start(Behavior::Echo);
         let mut ratios = Vec::new();
         for size in [4, 16] {
-            let subjects = subjects(server.addr, size).await;
-            let names: Vec<&str> = subjects.iter().map(Subject::name).collect();
+            let subjects = Subjects::new(server.addr, size).await;
             for tasks in [1, 64] {
                 let v = medians(&subjects, tasks, Work::Nothing).await;
                 let label = format!("(a) get+drop tasks={tasks} size={size}");
-                ratios.push(report(&label, &names, &v, "gets/s"));
+                ratios.push(report(&label, &NAMES, &v, "gets/s"));
             }
         }
-        let subjects = subjects(server.addr, 4).await;
-        let names: Vec<&str> = subjects.iter().map(Subject::name).collect();
-        let mut p99 = vec![Vec::new(); subjects.len()];
+        let subjects = Subjects::new(server.addr, 4).await;
+        let mut p99 = vec![Vec::new(); NAMES.len()];
         for rep in 0..REPS {
-            for k in 0..subjects.len() {
-                let i = (k + rep) % subjects.len();
-                let lat = latencies(&subjects[i], 300).await;
-                p99[i].push((pct(&lat, 0.5), pct(&lat, 0.99), *lat.last().expect("samples")));
+            for k in 0..NAMES.len() {
+                let i = (k + rep) % NAMES.len();
+                p99[i].push(latency_run(&subjects, i).await);
             }
         }
         let mut p99_median = Vec::new();
-        for (n, runs) in names.iter().zip(&p99) {
+        for (n, runs) in NAMES.iter().zip(&p99) {
             let mut r = runs.clone();
             r.sort_by_key(|x| x.1);
             let (p50, p99, max) = r[r.len() / 2];
@@ -298,7 +344,7 @@ pub fn run() {
         let v = medians(&subjects, 16, Work::Exchange).await;
         ratios.push(report(
             "(c) request/response tasks=16 size=4",
-            &names,
+            &NAMES,
             &v,
             "exchanges/s",
         ));

@@ -115,6 +115,47 @@ async fn an_idle_connection_the_server_writes_to_is_discarded() {
     .await;
 }
 
+/// A connection returned without any I/O keeps the idle watch it had (the pool does not arm it
+/// again while the socket still holds its waker), and one whose user waited on a read gets a
+/// new one (that read replaced the watch's waker without waking it): either way the peer
+/// writing to it or closing it while it is idle is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_returned_without_io_is_still_watched_while_idle() {
+    bounded(10, async {
+        for behavior in [
+            Behavior::WriteIdle(Duration::from_millis(150)),
+            Behavior::CloseIdle(Duration::from_millis(150)),
+        ] {
+            let server = Server::start(behavior);
+            let pool = Pool::builder().build().unwrap();
+            let t = target(&server);
+            drop(pool.get(&t).await.unwrap());
+            let mut c = pool.get(&t).await.unwrap();
+            assert_eq!(c.from_cache(), FromCache::Immediate);
+            // A read that waits, then is given up before anything arrives (so nothing woke
+            // the watch either).
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(20), c.read(&mut byte)).await;
+            assert!(read.is_err(), "the server sent nothing yet");
+            let conn = c.conn_id();
+            drop(c);
+            // Checked out and back without I/O, again and again: each return keeps the watch.
+            for _ in 0..100 {
+                let c = pool.get(&t).await.unwrap();
+                assert_eq!((c.from_cache(), c.conn_id()), (FromCache::Immediate, conn));
+            }
+            eventually(3, "the idle connection the peer woke to be dropped", || {
+                pool.stats().total.open == 0
+            })
+            .await;
+            let c = pool.get(&t).await.unwrap();
+            assert_eq!(c.from_cache(), FromCache::Fresh);
+            assert_eq!(pool.stats().counters.idle_expired, 0);
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_dropped_with_unread_data_is_discarded() {
     bounded(10, async {
