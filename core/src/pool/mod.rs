@@ -628,11 +628,18 @@ impl<K: PoolKey> Pool<K> {
     /// Gauges for one key (all zero for a key the pool does not know).
     #[must_use]
     pub fn key_stats(&self, key: &K) -> Gauges {
-        self.key_ids
-            .get(key)
-            .and_then(|&id| self.keys.get(id))
+        self.find_key(key)
+            .and_then(|id| self.keys.get(id))
             .map(|ks| ks.gauges)
             .unwrap_or_default()
+    }
+
+    /// Gauges of the key a live connection belongs to: [`Pool::key_stats`] of its
+    /// [`Pool::conn_key`], without looking the key up.
+    #[must_use]
+    pub fn conn_key_stats(&self, conn: ConnId) -> Option<Gauges> {
+        let c = self.conns.get(conn.to_raw())?;
+        self.keys.get(c.key).map(|ks| ks.gauges)
     }
 
     /// The key a live connection belongs to.

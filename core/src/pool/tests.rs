@@ -277,9 +277,15 @@ fn a_waiter_gets_a_released_connection_deferred() {
     let c2 = h.pool.handle_checkout(secs(1), &key(80), None).unwrap();
     assert_eq!(h.drain(), [], "at its cap the key queues the checkout");
     assert_eq!(h.pool.stats().total.waiters, 1);
+    // A connection's key gauges, without the key: what a driver asks before a return.
+    let gauges = h.pool.conn_key_stats(conn).expect("a live connection");
+    assert_eq!(gauges, h.pool.key_stats(&key(80)));
+    assert_eq!((gauges.leased, gauges.waiters), (1, 1));
     h.pool.handle_checkin(secs(2), conn, true).unwrap();
     assert_eq!(acquired(&h.drain()), [(c2, conn, FromCache::Deferred)]);
     assert_eq!(h.pool.stats().counters.deferred, 1);
+    h.pool.handle_checkin(secs(3), conn, false).unwrap();
+    assert_eq!(h.pool.conn_key_stats(conn), None, "closed: no key");
 }
 
 #[test]

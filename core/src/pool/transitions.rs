@@ -45,14 +45,22 @@ impl<K: PoolKey> Pool<K> {
         }
     }
 
-    pub(super) fn intern_key(&mut self, key: &K) -> u64 {
+    /// The id of a live key: the key [`Pool::intern_key`] last returned if it is that one
+    /// (checkouts tend to repeat a key, and one comparison is cheaper than a search), else the
+    /// map's.
+    #[inline]
+    pub(super) fn find_key(&self, key: &K) -> Option<u64> {
         // `cmp`, not `==`: the same test the map's search makes.
         if let Some(ks) = self.keys.get(self.recent_key)
             && ks.key.cmp(key) == Ordering::Equal
         {
-            return self.recent_key;
+            return Some(self.recent_key);
         }
-        if let Some(&id) = self.key_ids.get(key) {
+        self.key_ids.get(key).copied()
+    }
+
+    pub(super) fn intern_key(&mut self, key: &K) -> u64 {
+        if let Some(id) = self.find_key(key) {
             self.recent_key = id;
             return id;
         }
