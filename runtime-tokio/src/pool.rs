@@ -670,11 +670,12 @@ impl Inner {
         } = lease;
         // Both run before the lock (they touch only this stream): the health check, and the
         // idle watch unless checkouts are waiting (then the connection probably goes straight
-        // to one of them, and arming it would be wasted).
+        // to one of them, and arming it would be wasted). A watch still registered means the
+        // socket has been quiet since it was armed: nothing to probe either.
         let handing_over = self.queue_hint.load(Ordering::Relaxed);
         let healthy = !discard
             && if handing_over {
-                stream.probe()
+                watch.registered() || stream.probe()
             } else {
                 watch.arm_returned(&mut stream)
             };

@@ -182,6 +182,43 @@ async fn a_guard_dropped_with_unread_data_is_discarded() {
     .await;
 }
 
+/// The same while a checkout waits for the connection: it is not handed the unread data, but a
+/// new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_returned_with_unread_data_to_a_waiting_checkout_is_discarded() {
+    bounded(10, async {
+        let server = Server::start(Behavior::Echo);
+        let pool = Pool::builder().max_per_key(1).build().unwrap();
+        let t = target(&server);
+        let mut c = pool.get(&t).await.unwrap();
+        exchange(&mut c, b"warm").await.unwrap();
+        c.write_all(b"unread reply").await.unwrap();
+        let mut first = [0u8; 1];
+        assert_eq!(c.tcp().peek(&mut first).await.unwrap(), 1);
+        let waiter = tokio::spawn({
+            let (pool, t) = (pool.clone(), t.clone());
+            async move {
+                let mut c = pool.get(&t).await.unwrap();
+                let from = c.from_cache();
+                exchange(&mut c, b"clean").await.unwrap();
+                from
+            }
+        });
+        eventually(3, "the checkout to wait", || {
+            pool.stats().total.waiters == 1
+        })
+        .await;
+        drop(c);
+        assert_eq!(waiter.await.unwrap(), FromCache::Fresh);
+        assert_eq!(pool.stats().counters.deferred, 0);
+        eventually(5, "the server to accept a second connection", || {
+            server.accepted() == 2
+        })
+        .await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_whose_write_side_was_shut_down_is_not_reused() {
     bounded(10, async {
