@@ -27,9 +27,10 @@ pub(crate) struct Sender(Option<Shared>);
 /// The checkout's end.
 pub(crate) struct Receiver(Shared);
 
-/// A new, empty slot.
-pub(crate) fn channel() -> (Sender, Receiver) {
-    let shared = Arc::new(Mutex::new(State::Waiting(None)));
+/// A new, empty slot, to wake `waker` when it is answered (a later poll with another waker
+/// replaces it).
+pub(crate) fn channel(waker: &Waker) -> (Sender, Receiver) {
+    let shared = Arc::new(Mutex::new(State::Waiting(Some(waker.clone()))));
     (Sender(Some(shared.clone())), Receiver(shared))
 }
 
@@ -141,7 +142,7 @@ mod tests {
 
     #[test]
     fn an_answer_sent_before_the_first_poll_is_there_at_once() {
-        let (tx, mut rx) = channel();
+        let (tx, mut rx) = channel(Waker::noop());
         assert!(tx.send(answer(CheckoutError::TimedOut)).is_ok());
         let mut cx = Context::from_waker(Waker::noop());
         match rx.poll(&mut cx) {
@@ -152,9 +153,9 @@ mod tests {
 
     #[test]
     fn a_waiting_checkout_is_woken_once_by_its_answer_and_a_repoll_keeps_one_waker() {
-        let (tx, mut rx) = channel();
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
+        let (tx, mut rx) = channel(&waker);
         let mut cx = Context::from_waker(&waker);
         assert!(rx.poll(&mut cx).is_pending());
         assert!(rx.poll(&mut cx).is_pending());
@@ -170,26 +171,35 @@ mod tests {
 
     #[test]
     fn an_answer_to_a_closed_slot_comes_back_and_one_already_there_is_handed_over() {
-        let (tx, mut rx) = channel();
+        let (tx, mut rx) = channel(Waker::noop());
         assert!(rx.close().is_none());
         let back = tx
             .send(answer(CheckoutError::TimedOut))
             .expect_err("closed");
         assert_eq!(back.err().map(|e| e.kind()), Some(CheckoutError::TimedOut));
 
-        let (tx, mut rx) = channel();
+        let (tx, mut rx) = channel(Waker::noop());
         assert!(tx.send(answer(CheckoutError::Shutdown)).is_ok());
         assert_eq!(kind(rx.close()), Some(CheckoutError::Shutdown));
         assert!(rx.close().is_none(), "an answer is taken once");
     }
 
     #[test]
-    fn a_slot_dropped_unanswered_wakes_its_checkout_with_no_answer() {
-        let (tx, mut rx) = channel();
+    fn the_waker_given_at_the_start_is_woken_without_a_poll() {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
+        let (tx, mut rx) = channel(&waker);
+        assert!(tx.send(answer(CheckoutError::TimedOut)).is_ok());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(kind(rx.close()), Some(CheckoutError::TimedOut));
+    }
+
+    #[test]
+    fn a_slot_dropped_unanswered_wakes_its_checkout_with_no_answer() {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let (tx, mut rx) = channel(&waker);
         let mut cx = Context::from_waker(&waker);
-        assert!(rx.poll(&mut cx).is_pending());
         drop(tx);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(matches!(rx.poll(&mut cx), Poll::Ready(None)));

@@ -90,7 +90,7 @@ impl Future for Checkout<'_> {
                 // Under contention the checkout will probably wait: allocate its slot and read
                 // the clock (for its deadline) outside the lock.
                 let likely_wait = inner.queue_hint.load(Ordering::Relaxed);
-                let mut slot = likely_wait.then(answer::channel);
+                let mut slot = likely_wait.then(|| answer::channel(cx.waker()));
                 let (mut st, now) = if likely_wait {
                     inner.lock()
                 } else {
@@ -119,26 +119,19 @@ impl Future for Checkout<'_> {
                         Poll::Ready(guard(inner, answer))
                     }
                     None => {
-                        let (tx, mut rx) = slot.take().unwrap_or_else(answer::channel);
+                        // The slot holds this task's waker from the start: an answer that
+                        // comes before this poll returns wakes it, and the next poll finds it.
+                        let (tx, rx) = slot.take().unwrap_or_else(|| answer::channel(cx.waker()));
                         st.waiters.insert(checkout, tx);
                         drop(st);
                         if !inner.queue_hint.load(Ordering::Relaxed) {
                             inner.queue_hint.store(true, Ordering::Relaxed);
                         }
-                        // Register this task's waker with the slot (nothing can be in it yet:
-                        // the core answers this token only under the lock, delivered after).
-                        match rx.poll(cx) {
-                            Poll::Ready(answer) => {
-                                Poll::Ready(guard(inner, answer.expect("the pool answers")))
-                            }
-                            Poll::Pending => {
-                                this.step = Step::Waiting {
-                                    checkout,
-                                    answer: rx,
-                                };
-                                Poll::Pending
-                            }
-                        }
+                        this.step = Step::Waiting {
+                            checkout,
+                            answer: rx,
+                        };
+                        Poll::Pending
                     }
                 }
             }

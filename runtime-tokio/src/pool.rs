@@ -190,10 +190,13 @@ impl State {
     }
 
     /// The returning connection stayed in the pool: park it with the others.
-    fn park_returning(&mut self) {
-        if let Some((conn, parked)) = self.returning.take() {
-            self.conns.insert(conn, Some(parked));
-        }
+    /// `false` if it is not there any more: handed out or closed.
+    fn park_returning(&mut self) -> bool {
+        let Some((conn, parked)) = self.returning.take() else {
+            return false;
+        };
+        self.conns.insert(conn, Some(parked));
+        true
     }
 }
 
@@ -704,8 +707,7 @@ impl Inner {
             .handle_checkin(now, conn, true)
             .expect("a lease's connection is leased");
         self.pump(&mut st, None, None);
-        st.park_returning();
-        if unsettled {
+        if st.park_returning() && unsettled {
             self.settle(&mut st, now, conn);
         }
     }
@@ -776,8 +778,9 @@ impl Inner {
                     .handle_connected(now, conn, attempt)
                     .expect("a running attempt is one the core is making");
                 self.pump(&mut st, None, None);
-                st.park_returning();
-                self.settle(&mut st, now, conn);
+                if st.park_returning() {
+                    self.settle(&mut st, now, conn);
+                }
             }
             Err((kind, e)) => {
                 debug!(conn = conn.to_raw(), attempt, error = %e, "connect failed");
