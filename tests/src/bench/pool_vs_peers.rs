@@ -29,9 +29,11 @@ const REPS: usize = 5;
 /// How long one throughput measurement runs.
 const RUN: Duration = Duration::from_millis(400);
 
-struct DpManager(SocketAddr);
+/// deadpool's manager of loopback TCP connections to this address, with a no-op `recycle` (its
+/// cheapest setting).
+pub struct DeadpoolManager(pub SocketAddr);
 
-impl deadpool::managed::Manager for DpManager {
+impl deadpool::managed::Manager for DeadpoolManager {
     type Type = TcpStream;
     type Error = io::Error;
     async fn create(&self) -> Result<TcpStream, io::Error> {
@@ -87,7 +89,7 @@ trait Subject: Clone + Send + Sync + 'static {
 struct Moor(moor_tokio::Pool, Target);
 
 #[derive(Clone)]
-struct Deadpool(deadpool::managed::Pool<DpManager>);
+struct Deadpool(deadpool::managed::Pool<DeadpoolManager>);
 
 #[derive(Clone)]
 struct Bb8(bb8::Pool<Bb8Manager>);
@@ -112,62 +114,36 @@ fn elapsed(start: Option<Instant>) -> Duration {
     start.map_or(Duration::ZERO, |s| s.elapsed())
 }
 
-impl Subject for Moor {
-    const NAME: &'static str = "moor";
+/// The [`Subject`] impl of a pool whose checkout is `$get`, with `$s` the subject (each a type
+/// of its own, so each gets its own loop).
+macro_rules! subject {
+    ($ty:ty, $name:literal, |$s:ident| $get:expr) => {
+        impl Subject for $ty {
+            const NAME: &'static str = $name;
 
-    async fn cycle(&self, w: Work, timed: bool) -> Duration {
-        let start = timed.then(Instant::now);
-        let mut c = self.0.get(&self.1).await.expect("moor get");
-        let took = elapsed(start);
-        work(&mut *c, w).await;
-        took
-    }
+            async fn cycle(&self, w: Work, timed: bool) -> Duration {
+                let $s = self;
+                let start = timed.then(Instant::now);
+                let mut c = $get.await.expect(concat!($name, " get"));
+                let took = elapsed(start);
+                work(&mut *c, w).await;
+                took
+            }
 
-    async fn warm(&self, size: usize) {
-        let mut held = Vec::new();
-        for _ in 0..size {
-            held.push(self.0.get(&self.1).await.expect("warm"));
+            async fn warm(&self, size: usize) {
+                let $s = self;
+                let mut held = Vec::new();
+                for _ in 0..size {
+                    held.push($get.await.expect("warm"));
+                }
+            }
         }
-    }
+    };
 }
 
-impl Subject for Deadpool {
-    const NAME: &'static str = "deadpool";
-
-    async fn cycle(&self, w: Work, timed: bool) -> Duration {
-        let start = timed.then(Instant::now);
-        let mut c = self.0.get().await.expect("deadpool get");
-        let took = elapsed(start);
-        work(&mut *c, w).await;
-        took
-    }
-
-    async fn warm(&self, size: usize) {
-        let mut held = Vec::new();
-        for _ in 0..size {
-            held.push(self.0.get().await.expect("warm"));
-        }
-    }
-}
-
-impl Subject for Bb8 {
-    const NAME: &'static str = "bb8";
-
-    async fn cycle(&self, w: Work, timed: bool) -> Duration {
-        let start = timed.then(Instant::now);
-        let mut c = self.0.get().await.expect("bb8 get");
-        let took = elapsed(start);
-        work(&mut *c, w).await;
-        took
-    }
-
-    async fn warm(&self, size: usize) {
-        let mut held = Vec::new();
-        for _ in 0..size {
-            held.push(self.0.get().await.expect("warm"));
-        }
-    }
-}
+subject!(Moor, "moor", |s| s.0.get(&s.1));
+subject!(Deadpool, "deadpool", |s| s.0.get());
+subject!(Bb8, "bb8", |s| s.0.get());
 
 /// The three pools, each of `size` warm connections to `addr`.
 struct Subjects {
@@ -186,7 +162,7 @@ impl Subjects {
             .build()
             .expect("moor pool");
         let target = Target::new("tcp", "127.0.0.1", addr.port());
-        let dp = deadpool::managed::Pool::builder(DpManager(addr))
+        let dp = deadpool::managed::Pool::builder(DeadpoolManager(addr))
             .max_size(size)
             .build()
             .expect("deadpool");

@@ -16,30 +16,11 @@
 //! across a yield, so nearly every checkout waits and every return is a hand-over. Without
 //! valgrind it prints the wall-clock time per cycle.
 
-use std::io;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use moor_tests::bench::pool_vs_peers::DeadpoolManager;
 use moor_tests::net::{Behavior, Server};
-use tokio::net::TcpStream;
-
-struct DpManager(SocketAddr);
-
-impl deadpool::managed::Manager for DpManager {
-    type Type = TcpStream;
-    type Error = io::Error;
-    async fn create(&self) -> Result<TcpStream, io::Error> {
-        TcpStream::connect(self.0).await
-    }
-    async fn recycle(
-        &self,
-        _: &mut TcpStream,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<io::Error> {
-        Ok(())
-    }
-}
 
 /// The pool size.
 const SIZE: usize = 4;
@@ -97,8 +78,8 @@ fn main() -> ExitCode {
                 });
             }
         } else {
-            let pool: deadpool::managed::Pool<DpManager> =
-                deadpool::managed::Pool::builder(DpManager(server.addr))
+            let pool: deadpool::managed::Pool<DeadpoolManager> =
+                deadpool::managed::Pool::builder(DeadpoolManager(server.addr))
                     .max_size(SIZE)
                     .build()
                     .expect("deadpool");

@@ -156,6 +156,15 @@ async fn a_connection_returned_without_io_is_still_watched_while_idle() {
     .await;
 }
 
+/// Uses `c` (against an echo server), then sends a request whose reply it leaves unread, and
+/// waits until that reply is really there (peek leaves it unread).
+async fn leave_unread_reply(c: &mut moor_tokio::Pooled) {
+    exchange(c, b"warm").await.unwrap();
+    c.write_all(b"unread reply").await.unwrap();
+    let mut first = [0u8; 1];
+    assert_eq!(c.tcp().peek(&mut first).await.unwrap(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_dropped_with_unread_data_is_discarded() {
     bounded(10, async {
@@ -163,11 +172,7 @@ async fn a_guard_dropped_with_unread_data_is_discarded() {
         let pool = Pool::builder().build().unwrap();
         let t = target(&server);
         let mut c = pool.get(&t).await.unwrap();
-        exchange(&mut c, b"warm").await.unwrap();
-        c.write_all(b"unread reply").await.unwrap();
-        // Wait until the reply is really there (peek leaves it unread), then return the guard.
-        let mut first = [0u8; 1];
-        assert_eq!(c.tcp().peek(&mut first).await.unwrap(), 1);
+        leave_unread_reply(&mut c).await;
         drop(c);
         let s = pool.stats();
         assert_eq!((s.total.open, s.total.idle), (0, 0), "{s:?}");
@@ -191,10 +196,7 @@ async fn a_guard_returned_with_unread_data_to_a_waiting_checkout_is_discarded() 
         let pool = Pool::builder().max_per_key(1).build().unwrap();
         let t = target(&server);
         let mut c = pool.get(&t).await.unwrap();
-        exchange(&mut c, b"warm").await.unwrap();
-        c.write_all(b"unread reply").await.unwrap();
-        let mut first = [0u8; 1];
-        assert_eq!(c.tcp().peek(&mut first).await.unwrap(), 1);
+        leave_unread_reply(&mut c).await;
         let waiter = tokio::spawn({
             let (pool, t) = (pool.clone(), t.clone());
             async move {
