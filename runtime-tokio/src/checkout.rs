@@ -98,7 +98,9 @@ impl Future for Checkout<'_> {
                 };
                 // Report idle sockets that woke since the driver last ran, so a checkout does
                 // not get one the reactor already knows is dead.
-                inner.check_woken(&mut st, now);
+                inner.check_woken(&mut st);
+                // Later if a woken socket made the pool read the clock.
+                let now = now.max(st.last_now);
                 let deadline = timeout.map(|d| now + d);
                 let checkout = match st.core.handle_checkout(now, target, deadline) {
                     Ok(checkout) => checkout,

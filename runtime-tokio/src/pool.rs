@@ -142,7 +142,8 @@ pub(crate) type WaiterSlot = crate::answer::Sender;
 
 pub(crate) struct State {
     pub(crate) core: CorePool<Target>,
-    last_now: Instant,
+    /// The latest time fed to the core (inputs that do not read the clock are fed this).
+    pub(crate) last_now: Instant,
     /// Waiting checkouts' answer slots, by the id the core gave each (never reused, so a
     /// checkout dropped after its answer cannot mistake a later checkout's slot for its own).
     pub(crate) waiters: IdMap<CheckoutId, WaiterSlot>,
@@ -648,13 +649,19 @@ impl Inner {
 
     /// Looks at the idle connections whose sockets woke up: closes the ones that are not healthy
     /// any more (data, EOF, error) and re-arms the others.
-    pub(crate) fn check_woken(self: &Arc<Self>, st: &mut State, now: Instant) {
+    ///
+    /// It reads the clock itself when there is something to do (closing a connection can open
+    /// another, with a connect deadline), so a caller that took the lock without reading it
+    /// feeds its own input at `now.max(st.last_now)` afterwards.
+    pub(crate) fn check_woken(self: &Arc<Self>, st: &mut State) {
         // A plain load first: every checkout passes here, and a swap would bounce the cache
         // line between cores even when nothing woke.
         if !self.woken_any.load(Ordering::Relaxed) || !self.woken_any.swap(false, Ordering::Acquire)
         {
             return;
         }
+        let now = Instant::from_nanos(self.clock()).max(st.last_now);
+        st.last_now = now;
         let ids = std::mem::take(&mut *self.woken.lock().expect("woken list"));
         for conn in ids {
             // Leased since, or closed: the waker was stale.
@@ -813,7 +820,8 @@ async fn drive(inner: Arc<Inner>) {
     loop {
         let deadline = {
             let (mut st, now) = inner.lock();
-            inner.check_woken(&mut st, now);
+            inner.check_woken(&mut st);
+            let now = now.max(st.last_now);
             st.core.handle_timeout(now);
             inner.pump(&mut st, None, None);
             if st.drained {
