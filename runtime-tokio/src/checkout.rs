@@ -72,8 +72,6 @@ impl<'a> Checkout<'a> {
 fn guard(inner: &Arc<Inner>, answer: Answer) -> Result<Pooled, Error> {
     answer.map(|lease| Pooled {
         inner: inner.clone(),
-        conn: lease.conn,
-        from_cache: lease.from_cache,
         lease: Some(lease),
         discard: false,
     })
@@ -189,9 +187,7 @@ impl Drop for Checkout<'_> {
 /// made on the [`Stream`] or its socket directly.
 pub struct Pooled {
     inner: Arc<Inner>,
-    conn: ConnId,
-    from_cache: FromCache,
-    /// The stream and its idle watch (taken on drop).
+    /// The connection, its stream and idle watch (taken on drop).
     lease: Option<Lease>,
     discard: bool,
 }
@@ -200,12 +196,12 @@ impl Pooled {
     /// Where the connection came from: idle at checkout (`Immediate`), released by another
     /// user while this checkout waited (`Deferred`), or opened for it (`Fresh`).
     pub fn from_cache(&self) -> FromCache {
-        self.from_cache
+        self.lease().from_cache
     }
 
     /// The pool's id of this connection (stable for its whole life, never reused).
     pub fn conn_id(&self) -> ConnId {
-        self.conn
+        self.lease().conn
     }
 
     /// Closes the connection instead of returning it to the pool.
@@ -218,13 +214,17 @@ impl Pooled {
     /// next checkout); closing it is now the caller's business.
     pub fn detach(mut self) -> Stream {
         let lease = self.lease.take().expect("present until drop");
-        self.inner.forget(self.conn);
+        self.inner.forget(lease.conn);
         lease.stream
     }
 
     /// Marks the connection as not reusable; it is closed when the guard drops.
     pub fn mark_broken(&mut self) {
         self.discard = true;
+    }
+
+    fn lease(&self) -> &Lease {
+        self.lease.as_ref().expect("present until drop")
     }
 
     fn stream_mut(&mut self) -> &mut Stream {
@@ -235,7 +235,7 @@ impl Pooled {
 impl Deref for Pooled {
     type Target = Stream;
     fn deref(&self) -> &Stream {
-        &self.lease.as_ref().expect("present until drop").stream
+        &self.lease().stream
     }
 }
 
@@ -256,8 +256,8 @@ impl Drop for Pooled {
 impl std::fmt::Debug for Pooled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pooled")
-            .field("conn", &self.conn)
-            .field("from_cache", &self.from_cache)
+            .field("conn", &self.conn_id())
+            .field("from_cache", &self.from_cache())
             .finish()
     }
 }

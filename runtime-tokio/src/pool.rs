@@ -172,6 +172,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The time to feed the core for a clock reading of `nanos`: never earlier than the last
+    /// input, so inputs reach the core in time order.
+    fn tick(&mut self, nanos: u64) -> Instant {
+        self.last_now = Instant::from_nanos(nanos).max(self.last_now);
+        self.last_now
+    }
+
     /// Takes a parked connection out, to hand it out (its entry stays, as leased).
     fn take_parked(&mut self, conn: ConnId) -> Option<Parked> {
         match self.returning.take() {
@@ -381,8 +388,9 @@ impl Inner {
     /// the core in time order.
     pub(crate) fn lock(self: &Arc<Self>) -> (Locked<'_>, Instant) {
         let nanos = self.clock();
-        let guard = self.state.lock();
-        self.locked(guard, nanos)
+        let mut guard = self.state.lock();
+        let now = guard.tick(nanos);
+        (self.locked(guard), now)
     }
 
     /// Takes the lock for a checkout of `target` that will probably not wait: when an idle
@@ -403,26 +411,19 @@ impl Inner {
     /// well as a fresh reading, and saves the most expensive step of a cache hit or a
     /// hand-over (a clock read orders the processor's pipeline). Such inputs are a checkout an
     /// idle connection serves at once and a return that goes straight to a waiting checkout,
-    /// and only while no `max_lifetime` is set (a connection's age is then checked) and no
-    /// idle socket woke (closing one can open a new connection, with a connect deadline).
+    /// and only while no `max_lifetime` is set (a connection's age is then checked). Idle
+    /// sockets that woke are handled at a fresh reading ([`Inner::check_woken`]).
     fn lock_timeless_if(
         self: &Arc<Self>,
         timeless: impl FnOnce(&CorePool<Target>) -> bool,
     ) -> (Locked<'_>, Instant) {
-        let guard = self.state.lock();
-        if !self.woken_any.load(Ordering::Relaxed)
-            && guard.core.config().max_lifetime.is_none()
-            && timeless(&guard.core)
-        {
-            let now = guard.last_now;
-            let st = Locked {
-                inner: self,
-                guard: Some(guard),
-            };
-            return (st, now);
-        }
-        let nanos = self.clock();
-        self.locked(guard, nanos)
+        let mut guard = self.state.lock();
+        let now = if guard.core.config().max_lifetime.is_none() && timeless(&guard.core) {
+            guard.last_now
+        } else {
+            guard.tick(self.clock())
+        };
+        (self.locked(guard), now)
     }
 
     /// Nanoseconds since the pool's origin.
@@ -430,19 +431,12 @@ impl Inner {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Wraps a taken lock, with `nanos` made monotonic under it.
-    fn locked<'a>(
-        self: &'a Arc<Self>,
-        mut guard: parking_lot::MutexGuard<'a, State>,
-        nanos: u64,
-    ) -> (Locked<'a>, Instant) {
-        let now = Instant::from_nanos(nanos).max(guard.last_now);
-        guard.last_now = now;
-        let st = Locked {
+    /// Wraps a taken lock.
+    fn locked<'a>(self: &'a Arc<Self>, guard: parking_lot::MutexGuard<'a, State>) -> Locked<'a> {
+        Locked {
             inner: self,
             guard: Some(guard),
-        };
-        (st, now)
+        }
     }
 
     /// Releases the lock, then hands the answers produced under it to their checkouts (waking
@@ -660,8 +654,7 @@ impl Inner {
         {
             return;
         }
-        let now = Instant::from_nanos(self.clock()).max(st.last_now);
-        st.last_now = now;
+        let now = st.tick(self.clock());
         let ids = std::mem::take(&mut *self.woken.lock().expect("woken list"));
         for conn in ids {
             // Leased since, or closed: the waker was stale.

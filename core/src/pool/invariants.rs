@@ -90,7 +90,7 @@ impl<K: PoolKey> Pool<K> {
                     "a next start exactly when an address is left to race"
                 );
             }
-            if let Some(deadline) = self.conn_deadline(c) {
+            if let Some(deadline) = c.deadline(&self.config) {
                 let at = c.armed.expect("a connection with a deadline has a timer");
                 assert!(at <= deadline, "timer armed after the deadline");
                 assert!(self.timers.contains(at, Timer::Conn(id)));

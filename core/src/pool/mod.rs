@@ -136,6 +136,30 @@ struct Conn {
     lru_links: Links,
 }
 
+impl Conn {
+    /// When this connection reaches `max_lifetime`, if one is set.
+    #[inline]
+    fn lifetime_end(&self, config: &Config) -> Option<Instant> {
+        config.max_lifetime.map(|d| self.created + d)
+    }
+
+    /// The deadline its timer should fire at, in its current state.
+    #[inline]
+    fn deadline(&self, config: &Config) -> Option<Instant> {
+        match self.state {
+            ConnState::Resolving { .. } | ConnState::Leased => None,
+            ConnState::Connecting(ref a) => Some(a.deadline()),
+            ConnState::Idle { since } => {
+                let idle_end = since + config.idle_timeout;
+                Some(
+                    self.lifetime_end(config)
+                        .map_or(idle_end, |end| end.min(idle_end)),
+                )
+            }
+        }
+    }
+}
+
 /// A connection's states. Every change after creation goes through [`Pool::set_conn_state`].
 #[derive(Debug, Clone)]
 enum ConnState {
@@ -380,7 +404,7 @@ impl<K: PoolKey> Pool<K> {
             });
         }
         let key_id = c.key;
-        let expired = self.lifetime_end(c).is_some_and(|end| end <= now);
+        let expired = c.lifetime_end(&self.config).is_some_and(|end| end <= now);
         self.time.check(now)?;
         let id = conn.to_raw();
         if self.state != PoolState::Running {

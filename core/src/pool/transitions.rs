@@ -9,7 +9,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use super::list::{Links, List};
 use super::{
-    Attempts, CheckoutError, CloseReason, Config, Conn, ConnState, ConnectError, FromCache, Gauges,
+    Attempts, CheckoutError, CloseReason, Conn, ConnState, ConnectError, FromCache, Gauges,
     KeyState, Output, Pool, PoolKey, PoolState, Resolution, ResolveError, Reuse, Timer, Waiter,
     expiry_links, idle_links, ks_host, lru_links, waiter_links,
 };
@@ -87,15 +87,6 @@ impl<K: PoolKey> Pool<K> {
         }
     }
 
-    pub(super) fn lifetime_end(&self, c: &Conn) -> Option<Instant> {
-        self.config.max_lifetime.map(|d| c.created + d)
-    }
-
-    /// The deadline the connection's timer should fire at, in its current state.
-    pub(super) fn conn_deadline(&self, c: &Conn) -> Option<Instant> {
-        conn_deadline(&self.config, c)
-    }
-
     /// Makes sure the connection's timer fires no later than its deadline. A later deadline
     /// leaves the entry where it is (lazy re-arm: see [`crate::timer`]). Always inlined: it is
     /// small, and on every checkin.
@@ -103,7 +94,7 @@ impl<K: PoolKey> Pool<K> {
     pub(super) fn arm_conn(&mut self, id: u64) {
         // One lookup: the deadline needs only the config, a field apart from the connections.
         let c = self.conns.get_mut(id).expect("live conn");
-        let Some(deadline) = conn_deadline(&self.config, c) else {
+        let Some(deadline) = c.deadline(&self.config) else {
             return;
         };
         self.timers
@@ -116,7 +107,7 @@ impl<K: PoolKey> Pool<K> {
         };
         c.armed = None;
         let c = self.conns.get(id).expect("live conn");
-        match self.conn_deadline(c) {
+        match c.deadline(&self.config) {
             None => {}
             Some(deadline) if deadline > now => self.arm_conn(id),
             Some(_) => match c.state {
@@ -368,9 +359,9 @@ impl<K: PoolKey> Pool<K> {
                 Reuse::Fifo => ks.idle.front(),
             }?;
             // Without a max lifetime nothing idle is too old: skip looking the connection up.
-            if let Some(max_lifetime) = self.config.max_lifetime {
+            if self.config.max_lifetime.is_some() {
                 let c = self.conns.get(id).expect("idle conn is live");
-                if c.created + max_lifetime <= now {
+                if c.lifetime_end(&self.config).is_some_and(|end| end <= now) {
                     self.close_conn(id, Some(CloseReason::MaxLifetime));
                     continue;
                 }
@@ -581,24 +572,6 @@ impl<K: PoolKey> Pool<K> {
         if self.state == PoolState::Draining && self.total.open == 0 {
             self.state = PoolState::Drained;
             self.outputs.push_back(Output::Drained);
-        }
-    }
-}
-
-/// The deadline a connection's timer should fire at, in its current state (see
-/// [`Pool::conn_deadline`]).
-#[inline]
-fn conn_deadline(config: &Config, c: &Conn) -> Option<Instant> {
-    match c.state {
-        ConnState::Resolving { .. } | ConnState::Leased => None,
-        ConnState::Connecting(ref a) => Some(a.deadline()),
-        ConnState::Idle { since } => {
-            let idle_end = since + config.idle_timeout;
-            Some(
-                config
-                    .max_lifetime
-                    .map_or(idle_end, |d| (c.created + d).min(idle_end)),
-            )
         }
     }
 }
